@@ -1,0 +1,402 @@
+"""The runner: strategies x seeds x folds -> out-of-fold predictions -> metrics -> tasks -> leaderboard.
+
+Every unit of work (one trained fold, one task evaluation) is a record in the run directory's
+:class:`~lusbench.store.ResultsStore`; a unit whose record exists is never recomputed (unless
+``force``), so an interrupted run resumes where it stopped and adding a strategy trains only it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from lusbench import __version__
+from lusbench.errors import UserError
+from lusbench.folds import patient_folds, patient_holdout
+from lusbench.metricdefs import MetricDef
+from lusbench.plugins import Plugins
+from lusbench.results import REFERENCE_EXPERT, REFERENCE_TRUE, RunResults
+from lusbench.store import RecordKey, ResultsStore, atomic_write_bytes
+
+if TYPE_CHECKING:
+    from lusbench.dataset import LUSDataset
+    from lusbench.progress import Progress
+
+LEADERBOARD_FILE = "leaderboard.json"
+MANIFEST = "last_run"
+
+
+@dataclass
+class RunPlan:
+    """What to run, after presets and flags are merged (see ``lusbench run --help``)."""
+
+    strategies: list[str]
+    dataset: str
+    model: str
+    tasks: list[str] | None  # None: every registered task
+    preset: str
+    seeds: list[int]
+    folds: int
+    train: dict[str, Any]
+    val_fraction: float
+    eval_threshold: float
+    device: str
+    run_dir: Path
+    reference: str | None
+    force: bool = False
+
+
+def short_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run(plan: RunPlan, plugins: Plugins, progress: Progress) -> dict[str, Any]:
+    """Execute ``plan`` (resuming from the store) and return the leaderboard document it wrote."""
+    # Resolve every spec before any heavy work, so a typo fails in a second, not after training.
+    strategies = [plugins.strategies.create(spec) for spec in plan.strategies]
+    names = [s.name for s in strategies]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise UserError(f"--strategy given twice: {', '.join(duplicates)}")
+    reference = plugins.strategies.create(plan.reference).name if plan.reference else None
+    builder = plugins.models.create(plan.model)
+    task_specs = plan.tasks if plan.tasks is not None else plugins.tasks.names()
+    tasks = [plugins.tasks.create(spec) for spec in task_specs]
+    if not 0 < plan.eval_threshold <= 1:
+        raise UserError(f"--eval-threshold must be in (0, 1], got {plan.eval_threshold}")
+
+    progress.note(f"dataset {plan.dataset}: generating/loading")
+    dataset = plugins.datasets.create(plan.dataset)
+    try:
+        patient_folds(dataset.patient, plan.folds, 0)
+    except ValueError as exc:
+        raise UserError(f"--folds {plan.folds}: {exc}") from None
+    runnable = []
+    for task in tasks:
+        reason = task.skip_reason(dataset)
+        if reason:
+            progress.note(f"task {task.name} skipped: {reason}")
+        else:
+            runnable.append(task)
+
+    from lusbench import training
+
+    try:
+        train_config = training.TrainConfig(**plan.train)
+    except TypeError as exc:
+        raise UserError(f"training settings: {exc}") from None
+    device = training.resolve_device(plan.device)
+    environment = environment_info(device)
+    env_key = short_hash({k: environment[k] for k in ("lusbench", "torch", "device")})
+    cell_config = {
+        "dataset": dataset.name,
+        "model": builder.name,
+        "folds": plan.folds,
+        "eval_threshold": plan.eval_threshold,
+        "val_fraction": plan.val_fraction,
+        "train": train_config.to_json(),
+    }
+    cell_hash = short_hash(cell_config)
+    config = {
+        **cell_config,
+        "preset": plan.preset,
+        "seeds": plan.seeds,
+        "tasks": [t.name for t in runnable],
+        "config_hash": short_hash({"cell": cell_hash, "seeds": plan.seeds, "tasks": [t.name for t in runnable]}),
+    }
+    rows = names + [REFERENCE_EXPERT] + ([REFERENCE_TRUE] if dataset.true_masks is not None else [])
+    manifest = {
+        "config": config,
+        "environment": environment,
+        "cell_hash": cell_hash,
+        "env_key": env_key,
+        "rows": rows,
+        "references": [REFERENCE_EXPERT, REFERENCE_TRUE],
+        "reference_strategy": reference,
+        "frame_patient": dataset.patient.tolist(),
+        "metric_defs": [m.to_json() for m in _metric_defs(dataset, runnable)],
+    }
+    plugins.hook.run_started(config=config, run_dir=plan.run_dir)
+
+    with ResultsStore(plan.run_dir) as store:
+        store.set_meta(MANIFEST, manifest)
+        keys = _Keys(dataset.name, builder.name, cell_hash, env_key)
+        grid = _Grid(plan, dataset, builder, strategies, runnable, train_config, device, environment, keys, store, progress)
+        grid.run_cells()
+        grid.run_tasks()
+        results = collect_results(store, manifest)
+
+    from lusbench.leaderboard import build_leaderboard, write_leaderboard
+
+    doc = build_leaderboard(results)
+    write_leaderboard(doc, plan.run_dir / LEADERBOARD_FILE)
+    plugins.hook.run_finished(leaderboard=doc, run_dir=plan.run_dir)
+    return doc
+
+
+def environment_info(device: Any) -> dict[str, Any]:
+    import torch
+
+    info = {
+        "lusbench": __version__,
+        "torch": torch.__version__,
+        "device": device.type,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+    if device.type == "cuda":
+        info["device_name"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def _metric_defs(dataset: LUSDataset, tasks: list[Any]) -> list[MetricDef]:
+    from lusbench.segmetrics import segmentation_metric_defs
+
+    defs = segmentation_metric_defs(dataset.classes, dataset.true_masks is not None)
+    for task in tasks:
+        defs.extend(task.metric_defs())
+    return defs
+
+
+@dataclass(frozen=True)
+class _Keys:
+    dataset: str
+    model: str
+    cell_hash: str
+    env_key: str
+
+    def cell(self, row: str, seed: int, fold: int) -> RecordKey:
+        return RecordKey(self.dataset, self.model, row, seed, fold, "", self.cell_hash, self.env_key)
+
+    def task(self, row: str, seed: int, task: str) -> RecordKey:
+        return RecordKey(self.dataset, self.model, row, seed, -1, task, self.cell_hash, self.env_key)
+
+
+class _Grid:
+    """The work of one run; each method skips what the store already holds."""
+
+    def __init__(self, plan: RunPlan, dataset: LUSDataset, builder: Any, strategies: list[Any], tasks: list[Any],
+                 train_config: Any, device: Any, environment: dict[str, Any], keys: _Keys, store: ResultsStore,
+                 progress: Progress) -> None:
+        self.plan, self.dataset, self.builder, self.strategies, self.tasks = plan, dataset, builder, strategies, tasks
+        self.train_config, self.device, self.environment, self.keys = train_config, device, environment, keys
+        self.store, self.progress = store, progress
+        self.folds = {seed: patient_folds(dataset.patient, plan.folds, seed) for seed in plan.seeds}
+
+    def _done(self, key: RecordKey, artifact: bool) -> bool:
+        if self.plan.force:
+            return False
+        if self.store.get(key) is None:
+            return False
+        return not artifact or self.store.artifact_path(key, ".npz").exists()
+
+    def run_cells(self) -> None:
+        todo = [
+            (strategy, seed, fold)
+            for seed in self.plan.seeds
+            for strategy in self.strategies
+            for fold in range(self.plan.folds)
+            if not self._done(self.keys.cell(strategy.name, seed, fold), artifact=True)
+        ]
+        total = len(self.strategies) * len(self.plan.seeds) * self.plan.folds
+        if len(todo) < total:
+            self.progress.note(f"reusing {total - len(todo)} of {total} trained folds from {self.store.run_dir}")
+        if not todo:
+            return
+        import torch
+
+        from lusbench import training
+
+        images, confidence = training.dataset_tensors(self.dataset, self.device)
+        true_masks = None if self.dataset.true_masks is None else torch.from_numpy(self.dataset.true_masks).to(self.device)
+        with self.progress.task("training", total=len(todo) * self.train_config.epochs) as bar:
+            for i, (strategy, seed, fold) in enumerate(todo, 1):
+                label = f"[{i}/{len(todo)}] {strategy.name} seed {seed} fold {fold}"
+                started = time.perf_counter()
+                metrics = self._train_cell(strategy, seed, fold, images, confidence, true_masks, bar, label)
+                dice = float(np.nanmean(metrics["dice"])) if "dice" in metrics else float("nan")
+                self.progress.note(f"{label}: dice {dice:.3f}, {time.perf_counter() - started:.1f} s")
+
+    def _train_cell(self, strategy: Any, seed: int, fold: int, images: Any, confidence: Any, true_masks: Any,
+                    bar: Any, label: str) -> dict[str, np.ndarray]:
+        import torch
+
+        from lusbench import training
+        from lusbench.segmetrics import calibration_bins, frame_metrics
+
+        test_idx = self.folds[seed][fold]
+        train_idx = np.sort(np.concatenate([f for i, f in enumerate(self.folds[seed]) if i != fold]))
+        # Same seed for every strategy at (seed, fold): identical split, init and batch order, so
+        # strategies differ only in their targets and the comparison is paired.
+        cell_seed = seed * 1000 + fold
+        fit_idx, val_idx = patient_holdout(train_idx, self.dataset.patient, self.plan.val_fraction, cell_seed)
+        epochs_before = bar.completed
+
+        def on_epoch(epoch: int, stats: dict[str, float]) -> None:
+            bar.update(completed=epochs_before + epoch + 1, description=f"{label} epoch {epoch + 1}")
+
+        trained = training.train_model(self.builder, strategy, images, confidence, fit_idx, val_idx, self.train_config,
+                                       seed=cell_seed, device=self.device, on_epoch=on_epoch)
+        bar.update(completed=epochs_before + self.train_config.epochs)
+        probs = training.predict_probs(trained.model, images, test_idx, self.train_config.batch_size)
+        conf = confidence[torch.as_tensor(test_idx, device=confidence.device)]
+        truth = None if true_masks is None else true_masks[torch.as_tensor(test_idx, device=true_masks.device)]
+        metrics = frame_metrics(probs, conf, truth, self.plan.eval_threshold, self.dataset.classes)
+        calibration = calibration_bins(probs, conf >= self.plan.eval_threshold)
+        key = self.keys.cell(strategy.name, seed, fold)
+        # Probabilities are kept at 8 bits: features are always computed from the stored copy, so a
+        # resumed run and an uninterrupted one see the same numbers.
+        quantized = (probs * 255).round().to(torch.uint8).cpu().numpy()
+        self.store.save_arrays(key, frames=test_idx, probs=quantized)
+        checkpoint = io.BytesIO()
+        torch.save({k: v.detach().cpu() for k, v in trained.model.state_dict().items()}, checkpoint)
+        atomic_write_bytes(self.store.artifact_path(key, ".pt"), checkpoint.getvalue())
+        payload = {
+            "frames": test_idx.tolist(),
+            "metrics": {name: values.tolist() for name, values in metrics.items()},
+            "calibration": calibration,
+            "best_epoch": trained.best_epoch,
+            "history": trained.history,
+        }
+        self.store.put(key, payload, self.environment)
+        return metrics
+
+    def _oof_probs(self, row: str, seed: int) -> np.ndarray:
+        out = np.zeros((self.dataset.n_frames, self.dataset.n_classes, *self.dataset.image_shape), dtype=np.float32)
+        for fold in range(self.plan.folds):
+            arrays = self.store.load_arrays(self.keys.cell(row, seed, fold))
+            out[arrays["frames"]] = arrays["probs"].astype(np.float32) / 255.0
+        return out
+
+    def _reference_maps(self) -> dict[str, np.ndarray]:
+        labels = (self.dataset.confidence_float() >= self.plan.eval_threshold).astype(np.float32)
+        maps = {REFERENCE_EXPERT: labels}
+        if self.dataset.true_masks is not None:
+            maps[REFERENCE_TRUE] = self.dataset.true_masks.astype(np.float32)
+        return maps
+
+    def run_tasks(self) -> None:
+        from lusbench.features import compute_features
+
+        self._reference_segmentation()
+        references: dict[str, np.ndarray] | None = None
+        for seed in self.plan.seeds:
+            for row in [s.name for s in self.strategies] + [REFERENCE_EXPERT, REFERENCE_TRUE]:
+                missing = [t for t in self.tasks if not self._done(self.keys.task(row, seed, t.name), artifact=False)]
+                if not missing:
+                    continue
+                if row in (REFERENCE_EXPERT, REFERENCE_TRUE):
+                    references = references or self._reference_maps()
+                    if row not in references:
+                        continue
+                    maps = references[row]
+                else:
+                    maps = self._oof_probs(row, seed)
+                features = compute_features(maps, self.dataset)
+                for task in missing:
+                    started = time.perf_counter()
+                    values = task.evaluate(features, self.dataset, seed)
+                    self.store.put(self.keys.task(row, seed, task.name), {"metrics": values}, self.environment)
+                    self.progress.note(f"task {task.name} on {row} seed {seed}: {time.perf_counter() - started:.1f} s")
+
+    def _reference_segmentation(self) -> None:
+        """The expert labels scored against the true masks (``true.*``): how good the labels themselves are."""
+        if self.dataset.true_masks is None:
+            return
+        key = self.keys.cell(REFERENCE_EXPERT, -1, -1)
+        if self._done(key, artifact=False):
+            return
+        import torch
+
+        from lusbench.segmetrics import frame_metrics
+
+        labels = torch.from_numpy(self._reference_maps()[REFERENCE_EXPERT])
+        confidence = torch.from_numpy(self.dataset.confidence_float())
+        truth = torch.from_numpy(self.dataset.true_masks)
+        metrics = frame_metrics(labels, confidence, truth, self.plan.eval_threshold, self.dataset.classes)
+        kept = {name: values.tolist() for name, values in metrics.items() if name.startswith("true.")}
+        self.store.put(key, {"frames": list(range(self.dataset.n_frames)), "metrics": kept}, self.environment)
+
+
+def collect_results(store: ResultsStore, manifest: dict[str, Any]) -> RunResults:
+    """Assemble :class:`RunResults` for the run described by ``manifest`` from the store's records."""
+    config = manifest["config"]
+    keys = _Keys(config["dataset"], config["model"], manifest["cell_hash"], manifest["env_key"])
+    n_frames = len(manifest["frame_patient"])
+    results = RunResults(
+        config=config,
+        environment=manifest["environment"],
+        metric_defs=[MetricDef(**m) for m in manifest["metric_defs"]],
+        frame_patient=np.asarray(manifest["frame_patient"]),
+        rows=[],
+        seeds=list(config["seeds"]),
+        references=set(manifest["references"]),
+        reference_strategy=manifest["reference_strategy"],
+    )
+    for row in manifest["rows"]:
+        present = False
+        for seed in config["seeds"]:
+            folds = [(seed, f) for f in range(config["folds"])] if row not in results.references else [(-1, -1)]
+            seg = _collect_segmentation(store, keys, row, folds, n_frames)
+            if seg is not None:
+                metrics, calibration = seg
+                results.seg[(row, seed)] = metrics
+                if calibration is not None:
+                    results.calibration[(row, seed)] = calibration
+                present = True
+            task_metrics: dict[str, list[float]] = {}
+            for task in config["tasks"]:
+                record = store.get(keys.task(row, seed, task))
+                if record is not None:
+                    task_metrics.update(record["metrics"])
+            if task_metrics:
+                results.tasks[(row, seed)] = task_metrics
+                present = True
+        if present:
+            results.rows.append(row)
+    return results
+
+
+def _collect_segmentation(store: ResultsStore, keys: _Keys, row: str, folds: list[tuple[int, int]],
+                          n_frames: int) -> tuple[dict[str, np.ndarray], dict[str, list[float]] | None] | None:
+    records = [store.get(keys.cell(row, seed, fold)) for seed, fold in folds]
+    if any(r is None for r in records):
+        return None
+    metrics: dict[str, np.ndarray] = {}
+    for record in records:
+        frames = np.asarray(record["frames"], dtype=np.int64)
+        for name, values in record["metrics"].items():
+            metrics.setdefault(name, np.full(n_frames, np.nan))[frames] = np.asarray(values, dtype=np.float64)
+    calibrations = [r["calibration"] for r in records if "calibration" in r]
+    return metrics, (_pool_calibration(calibrations) if calibrations else None)
+
+
+def _pool_calibration(parts: list[dict[str, list[float]]]) -> dict[str, list[float]]:
+    """Pool per-fold reliability bins: counts add, means are count-weighted."""
+    count = np.sum([p["count"] for p in parts], axis=0)
+    weights = np.maximum(count, 1)
+    mean_prob = np.sum([np.asarray(p["mean_prob"]) * np.asarray(p["count"]) for p in parts], axis=0) / weights
+    frac = np.sum([np.asarray(p["frac_positive"]) * np.asarray(p["count"]) for p in parts], axis=0) / weights
+    return {"bin_edges": list(parts[0]["bin_edges"]), "count": count.tolist(), "mean_prob": mean_prob.tolist(),
+            "frac_positive": frac.tolist()}
+
+
+def load_results(run_dir: Path) -> RunResults:
+    """The results of the last run in ``run_dir``, rebuilt from its store without retraining."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "results.sqlite").exists():
+        raise UserError(f"no lusbench run in '{run_dir}' (no results.sqlite; run `lusbench run --out {run_dir}` first)")
+    with ResultsStore(run_dir) as store:
+        manifest = store.get_meta(MANIFEST)
+        if manifest is None:
+            raise UserError(f"'{run_dir}' holds no finished run configuration")
+        return collect_results(store, manifest)
+
