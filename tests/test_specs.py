@@ -1,0 +1,35 @@
+import pytest
+
+from lusbench.specs import parse_spec
+
+
+@pytest.mark.parametrize(
+    ("text", "name", "args", "kwargs"),
+    [
+        ("soft", "soft", (), ()),
+        ("threshold:0.6", "threshold", ("0.6",), ()),
+        ("synthetic-lus:patients=40,size=64", "synthetic-lus", (), (("patients", "40"), ("size", "64"))),
+        ("unet:resnet18,depth=3", "unet", ("resnet18",), (("depth", "3"),)),
+        ("folder:/data/lus:v2", "folder", ("/data/lus:v2",), ()),
+        (" weighted ", "weighted", (), ()),
+    ],
+)
+def test_parse_spec(text, name, args, kwargs):
+    spec = parse_spec(text)
+    assert (spec.name, spec.args, spec.kwargs) == (name, args, kwargs)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "not a valid name"),
+        (":0.6", "not a valid name"),
+        ("threshold:", "empty argument"),
+        ("a:x=1,x=2", "given twice"),
+        ("a:k=1,2", "positional argument '2' after keyword"),
+        ("bad name", "not a valid name"),
+    ],
+)
+def test_parse_spec_errors(text, message):
+    with pytest.raises(ValueError, match=message):
+        parse_spec(text)
