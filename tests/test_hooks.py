@@ -1,0 +1,149 @@
+"""Every hook implemented by one outside plugin module, loaded with -p and run through the real CLI.
+
+The dataset, model, strategy and task below are all defined outside lusbench, with classes lusbench has
+never heard of, so this also proves the harness knows no concrete plugin.
+"""
+
+import json
+import textwrap
+
+import numpy as np
+
+from tests.conftest import run_cli
+
+PLUGIN = textwrap.dedent(
+    '''
+    import json
+    import numpy as np
+    import lusbench
+    from lusbench.dataset import LUSDataset
+    from lusbench.metricdefs import MetricDef
+    from lusbench.models import ModelBuilder
+    from lusbench.strategy import LabelStrategy
+    from lusbench.tasks import DownstreamTask
+
+
+    def tiny_squares(patients="8", size="16"):
+        """Bright squares on noise, one class, confidence highest in the square's core."""
+        n_patients, size = int(patients), int(size)
+        if n_patients < 2:
+            raise ValueError(f"patients must be at least 2, got {patients}")
+        rng = np.random.default_rng(0)
+        frames = n_patients * 3
+        images = rng.integers(0, 60, (frames, size, size)).astype(np.uint8)
+        confidence = np.zeros((frames, 1, size, size), np.uint8)
+        truth = np.zeros((frames, 1, size, size), bool)
+        for i in range(frames):
+            y, x = rng.integers(2, size - 8, 2)
+            images[i, y:y + 6, x:x + 6] += 150
+            truth[i, 0, y:y + 6, x:x + 6] = True
+            confidence[i, 0, y - 1:y + 7, x - 1:x + 7] = 3
+            confidence[i, 0, y:y + 6, x:x + 6] = 7
+            confidence[i, 0, y + 1:y + 5, x + 1:x + 5] = 10
+        patient = np.repeat(np.arange(n_patients), 3)
+        return LUSDataset(name=f"tiny-squares:patients={n_patients},size={size}", images=images, confidence=confidence,
+                          confidence_scale=10, patient=patient, visit=np.ones(frames, np.int64),
+                          zone=np.tile(np.arange(3), n_patients), classes=("blob",), true_masks=truth)
+
+
+    class TinyConv(ModelBuilder):
+        """Two convolutions: enough to find bright squares."""
+        name = "tinyconv"
+
+        def build(self, in_channels, classes):
+            import torch.nn as nn
+            return nn.Sequential(nn.Conv2d(in_channels, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, classes, 1))
+
+
+    class Half(LabelStrategy):
+        """Soft targets at half strength."""
+        name = "half"
+
+        def targets(self, confidence):
+            return confidence * 0.5, None
+
+
+    class Probe(DownstreamTask):
+        """Mean of the first frame feature, repeated twice: enough to see it on the leaderboard."""
+        name = "probe"
+        prefix = "probe"
+
+        def metric_defs(self):
+            return [MetricDef("probe.first_feature", True, "mean of the first frame feature")]
+
+        def skip_reason(self, dataset):
+            return None
+
+        def evaluate(self, features, dataset, seed):
+            value = float(np.nanmean(features.frame[:, 0]))
+            return {"probe.first_feature": [value, value]}
+
+
+    @lusbench.hookimpl
+    def register_datasets(register):
+        register("tiny-squares", tiny_squares)
+
+
+    @lusbench.hookimpl
+    def register_models(register):
+        register("tinyconv", TinyConv)
+
+
+    @lusbench.hookimpl
+    def register_label_strategies(register):
+        register("half", Half)
+
+
+    @lusbench.hookimpl
+    def register_downstream_tasks(register):
+        register("probe", Probe)
+
+
+    @lusbench.hookimpl
+    def run_started(config, run_dir):
+        (run_dir / "events.jsonl").open("a").write(json.dumps({"event": "started", "config": config}) + "\\n")
+
+
+    @lusbench.hookimpl
+    def run_finished(leaderboard, run_dir):
+        rows = [r["strategy"] for r in leaderboard["rows"]]
+        (run_dir / "events.jsonl").open("a").write(json.dumps({"event": "finished", "rows": rows}) + "\\n")
+    '''
+)
+
+
+def test_outside_plugin_implementing_every_hook_runs_end_to_end(tmp_path):
+    (tmp_path / "tiny_plugin.py").write_text(PLUGIN)
+    env = {"PYTHONPATH": str(tmp_path)}
+    proc = run_cli("-p", "tiny_plugin", "plugins", "--json", env=env)
+    listed = json.loads(proc.stdout)
+    assert {"name": "tiny-squares", "plugin": "tiny_plugin",
+            "summary": "Bright squares on noise, one class, confidence highest in the square's core."} in listed["datasets"]
+
+    run_dir = tmp_path / "run"
+    args = ["-p", "tiny_plugin", "run", "--dataset", "tiny-squares:patients=6", "--model", "tinyconv",
+            "--strategy", "half", "--strategy", "threshold:0.5", "--task", "probe", "--seeds", "1", "--folds", "2",
+            "--epochs", "2", "--out", str(run_dir), "--json", str(tmp_path / "lb.json")]
+    proc = run_cli(*args, env=env)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads((tmp_path / "lb.json").read_text())
+    assert doc == json.loads((run_dir / "leaderboard.json").read_text())
+    assert doc["config"]["dataset"] == "tiny-squares:patients=6,size=16"
+    assert doc["config"]["model"] == "tinyconv"
+    rows = {r["strategy"]: r for r in doc["rows"]}
+    assert {"half", "threshold:0.5"} <= set(rows)
+    assert np.isfinite(rows["half"]["metrics"]["dice.blob"]["mean"])
+    assert np.isfinite(rows["half"]["metrics"]["probe.first_feature"]["mean"])
+
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in events] == ["started", "finished"]
+    assert events[0]["config"]["config_hash"] == doc["config"]["config_hash"]
+    assert set(events[1]["rows"]) == set(rows)
+
+
+def test_bad_outside_dataset_argument_is_one_line(tmp_path):
+    (tmp_path / "tiny_plugin.py").write_text(PLUGIN)
+    proc = run_cli("-p", "tiny_plugin", "run", "--dataset", "tiny-squares:patients=1", "--strategy", "half",
+                   "--model", "tinyconv", env={"PYTHONPATH": str(tmp_path)})
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "lusbench run: error: --dataset 'tiny-squares:patients=1': patients must be at least 2, got 1"
