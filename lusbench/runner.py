@@ -73,8 +73,10 @@ def run(plan: RunPlan, plugins: Plugins, progress: Progress) -> dict[str, Any]:
     if not 0 < plan.eval_threshold <= 1:
         raise UserError(f"--eval-threshold must be in (0, 1], got {plan.eval_threshold}")
 
-    progress.note(f"dataset {plan.dataset}: generating/loading")
     dataset = plugins.datasets.create(plan.dataset)
+    height, width = dataset.image_shape
+    progress.note(f"dataset {dataset.name}: {dataset.n_frames} frames of {height}x{width}, "
+                  f"{len(np.unique(dataset.patient))} patients")
     try:
         patient_folds(dataset.patient, plan.folds, 0)
     except ValueError as exc:
