@@ -1,0 +1,45 @@
+"""The CLI's contract for bad input: one line on stderr, exit code 2, no traceback, nothing written."""
+
+import pytest
+
+from tests.conftest import run_cli
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--strategy", "threshold:1.7"], "lusbench run: error: --strategy 'threshold:1.7': "),
+        (["--strategy", "threshold:abc"], "lusbench run: error: --strategy 'threshold:abc': "),
+        (["--strategy", "nosuch"], "lusbench run: error: --strategy 'nosuch': unknown name 'nosuch' (known: "),
+        (["--strategy", "soft", "--preset", "nosuch"], "lusbench run: error: argument --preset: invalid choice: 'nosuch'"),
+        (["--strategy", "soft", "--model", "nosuch"], "lusbench run: error: --model 'nosuch': unknown name"),
+        (["--strategy", "soft", "--dataset", "synthetic-lus:patients=0"],
+         "lusbench run: error: --dataset 'synthetic-lus:patients=0': "),
+        (["--strategy", "soft", "--seeds", "0"], "lusbench run: error: argument --seeds: expected a positive integer"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(tmp_path, args, message):
+    proc = run_cli("run", *args, "--out", str(tmp_path / "run"))
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(message), proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert not (tmp_path / "run" / "leaderboard.json").exists()
+
+
+def test_help_and_version():
+    proc = run_cli("--help")
+    assert proc.returncode == 0
+    for command in ("run", "leaderboard", "check", "report", "plugins", "data"):
+        assert command in proc.stdout
+    assert run_cli("--version").stdout.startswith("lusbench ")
+
+
+def test_no_command_prints_help_and_exits_2():
+    proc = run_cli()
+    assert proc.returncode == 2 and "usage: lusbench" in proc.stdout
+
+
+def test_unknown_flag_is_one_line():
+    proc = run_cli("plugins", "--nosuch")
+    assert proc.returncode == 2
+    assert proc.stderr == "lusbench: error: unrecognized arguments: --nosuch (see --help)\n"

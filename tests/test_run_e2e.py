@@ -1,0 +1,124 @@
+"""`lusbench run` end to end on real (small) training runs: output, determinism, resume, kill, check."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.slow
+
+# Small enough for CI: 10 patients at 32x32, 2 folds, 1 epoch.
+SMALL = ["--preset", "quick", "--dataset", "synthetic-lus:patients=10,size=32", "--folds", "2", "--epochs", "1"]
+
+
+def _run(tmp_path, name, *strategies, extra=()):
+    out = tmp_path / name
+    args = ["run", *SMALL, *[a for s in strategies for a in ("--strategy", s)], "--out", str(out),
+            "--json", str(out / "copy.json"), *extra]
+    proc = run_cli(*args)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads((out / "leaderboard.json").read_text()), proc
+
+
+def _metrics(doc):
+    return {row["strategy"]: row["metrics"] for row in doc["rows"]}
+
+
+def _trained(proc) -> list[str]:
+    return [line for line in proc.stderr.splitlines() if line.startswith("[") and " fold " in line]
+
+
+def test_run_writes_the_leaderboard_of_design_section_5(tmp_path):
+    doc, proc = _run(tmp_path, "a", "threshold:0.5", "threshold:0.6", "soft", "weighted")
+    assert doc["schema"] == "lusbench.leaderboard/1"
+    assert set(doc["config"]) >= {"dataset", "model", "preset", "seeds", "folds", "eval_threshold", "config_hash"}
+    assert set(doc["environment"]) >= {"lusbench", "torch", "device", "platform"}
+    strategies = [r["strategy"] for r in doc["rows"] if not r["reference"]]
+    assert sorted(strategies) == ["soft", "threshold:0.5", "threshold:0.6", "weighted"]
+    assert {r["strategy"] for r in doc["rows"] if r["reference"]} == {"reference:expert-labels", "reference:true-masks"}
+    names = {m["name"] for m in doc["metrics"]}
+    assert {"dice", "dice.b_lines", "hd95", "ece", "sf_ratio.mae", "sf_change.auroc", "readmission_30d.auroc"} <= names
+    for m in doc["metrics"]:
+        assert set(m) >= {"name", "higher_is_better", "description"}
+    dice = _metrics(doc)["soft"]["dice"]
+    assert set(dice) >= {"mean", "ci_low", "ci_high", "n"} and dice["ci_low"] <= dice["mean"] <= dice["ci_high"]
+    assert json.loads((tmp_path / "a" / "copy.json").read_text()) == doc
+    assert len(_trained(proc)) == 4 * 2
+    # The terminal table names every row.
+    for strategy in strategies:
+        assert strategy in proc.stdout
+
+
+def test_same_seed_gives_identical_metrics(tmp_path):
+    first, _ = _run(tmp_path, "a", "threshold:0.6", "soft")
+    second, _ = _run(tmp_path, "b", "threshold:0.6", "soft")
+    assert _metrics(first) == _metrics(second)
+
+
+def test_rerun_trains_nothing_and_a_new_strategy_trains_only_itself(tmp_path):
+    first, proc = _run(tmp_path, "a", "threshold:0.6")
+    assert len(_trained(proc)) == 2
+    again, proc = _run(tmp_path, "a", "threshold:0.6")
+    assert _trained(proc) == [] and "reusing 2 of 2 trained folds" in proc.stderr
+    assert _metrics(again) == _metrics(first)
+    grown, proc = _run(tmp_path, "a", "threshold:0.6", "soft")
+    assert [line.split(":")[0].split("] ")[1] for line in _trained(proc)] == ["soft seed 0 fold 0", "soft seed 0 fold 1"]
+    assert _metrics(grown)["threshold:0.6"] == _metrics(first)["threshold:0.6"]
+    forced, proc = _run(tmp_path, "a", "threshold:0.6", extra=["--force"])
+    assert len(_trained(proc)) == 2 and _metrics(forced)["threshold:0.6"] == _metrics(first)["threshold:0.6"]
+
+
+def test_killed_run_resumes_to_the_same_results(tmp_path):
+    reference, _ = _run(tmp_path, "uninterrupted", "threshold:0.6", "soft")
+    out = tmp_path / "killed"
+    args = ["run", *SMALL, "--strategy", "threshold:0.6", "--strategy", "soft", "--out", str(out)]
+    proc = subprocess.Popen([sys.executable, "-m", "lusbench.cli", *args], env={**os.environ, "CI": "1"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db = out / "results.sqlite"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if db.exists():
+            with sqlite3.connect(db, timeout=5) as conn:
+                try:
+                    if conn.execute("SELECT COUNT(*) FROM records").fetchone()[0] >= 1:
+                        break
+                except sqlite3.OperationalError:
+                    pass
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "leaderboard.json").exists()
+    resumed, rerun = _run(tmp_path, "killed", "threshold:0.6", "soft")
+    assert "reusing" in rerun.stderr and len(_trained(rerun)) < 4
+    assert _metrics(resumed) == _metrics(reference)
+
+
+def test_check_against_real_runs(tmp_path):
+    doc, _ = _run(tmp_path, "a", "threshold:0.5", "soft")
+    baseline = tmp_path / "baseline.json"
+    current = tmp_path / "a" / "leaderboard.json"
+    proc = run_cli("check", "--baseline", str(baseline), "--json", str(current))
+    assert proc.returncode == 3, proc.stdout + proc.stderr  # no baseline yet
+    assert run_cli("check", "--baseline", str(baseline), "--json", str(current), "--update-baseline").returncode == 0
+    rerun, _ = _run(tmp_path, "a", "threshold:0.5", "soft")
+    proc = run_cli("check", "--baseline", str(baseline), "--json", str(current))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    better = json.loads(baseline.read_text())
+    row = next(r for r in better["rows"] if r["strategy"] == "soft")
+    row["metrics"]["dice"]["mean"] += 0.5
+    baseline.write_text(json.dumps(better))
+    proc = run_cli("check", "--baseline", str(baseline), "--json", str(current))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+
+    _run(tmp_path, "other", "threshold:0.5", "soft", extra=["--eval-threshold", "0.7"])
+    proc = run_cli("check", "--baseline", str(baseline), "--json", str(tmp_path / "other" / "leaderboard.json"))
+    assert proc.returncode == 3, proc.stdout + proc.stderr
