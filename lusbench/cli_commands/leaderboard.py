@@ -1,16 +1,34 @@
-"""``lusbench leaderboard``: placeholder until implemented."""
+"""``lusbench leaderboard``: show a finished run's leaderboard without retraining."""
 
 from __future__ import annotations
 
 import argparse
 
-from lusbench.errors import UserError
+FORMATS = ("table", "markdown", "csv", "json", "html")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("leaderboard", help="(not yet implemented)")
+    p = sub.add_parser(
+        "leaderboard", help="show the leaderboard of a finished run",
+        description="Print a run's leaderboard: mean, 95%% CI and n of every metric, paired comparisons with the "
+                    "reference strategy (▲/▼), ranks. See docs/cli/leaderboard.md.",
+    )
+    p.add_argument("--out", default="lusbench-runs", metavar="DIR", help="run directory (default: %(default)s)")
+    p.add_argument("--format", choices=FORMATS, default="table", help="output format (default: %(default)s)")
+    p.add_argument("--reference", metavar="SPEC", help="strategy the others are compared with (default: the run's)")
+    p.add_argument("--metrics", metavar="LIST",
+                   help="comma-separated metric columns for table/markdown/csv, or 'all' (default: main metrics)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise UserError("'leaderboard' is not implemented yet")
+    from lusbench.leaderboard import load_run_leaderboard, render, select_columns, stdout_console, table_renderable
+
+    doc = load_run_leaderboard(args.out, args.reference)
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+    select_columns(doc, metrics)  # unknown metric names fail here, before any output
+    if args.format == "table":
+        stdout_console().print(table_renderable(doc, metrics))
+    else:
+        print(render(doc, args.format, metrics), end="")
+    return 0

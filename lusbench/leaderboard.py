@@ -1,0 +1,404 @@
+"""The leaderboard document (DESIGN §5, field by field in docs/leaderboard.md) and its renderings.
+
+``build_leaderboard`` turns a :class:`RunResults` into a JSON-safe dict; everything downstream (the
+terminal table, Markdown, CSV, the HTML report, ``lusbench check``) reads only that dict, so a stored
+``leaderboard.json`` renders exactly like a freshly built one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lusbench.errors import UserError
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from lusbench.results import RunResults
+
+SCHEMA = "lusbench.leaderboard/1"
+DEFAULT_RUN_DIR = "lusbench-runs"
+LEADERBOARD_FILE = "leaderboard.json"
+FORMATS = ("table", "markdown", "csv", "json", "html")
+# The compact default columns: these segmentation metrics when present, then one metric per task.
+MAIN_SEGMENTATION_METRICS = ("dice", "hd95", "ece", "true.dice")
+MARK_GLYPH = {"better": "▲", "worse": "▼", "ns": "", "": ""}
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` as plain JSON types: numpy scalars/arrays unwrapped, NaN and infinities as None."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (set, frozenset)):
+        return [json_safe(v) for v in sorted(value)]
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "tolist"):  # numpy arrays and scalars
+        return json_safe(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def build_leaderboard(results: RunResults, reference: str | None = None) -> dict[str, Any]:
+    """The leaderboard document of ``results``; ``reference`` overrides ``results.reference_strategy``.
+
+    Raises ValueError when the requested reference strategy is a reference row (those are context, never
+    the paired baseline).
+    """
+    from lusbench import stats
+
+    ref = reference if reference is not None else results.reference_strategy
+    if ref is not None and ref in results.references:
+        raise ValueError(f"{ref} is a reference row, not a strategy; it cannot be the paired baseline")
+    run = stats.RunStatistics(results)
+    defs = results.metric_defs
+    strategies = [r for r in results.rows if r not in results.references]
+    compared = ref is not None and ref in results.rows
+    if ref is None:
+        note = "no reference strategy: no paired comparison"
+    elif not compared:
+        note = f"reference strategy {ref} is not in this run: no paired comparison"
+    else:
+        note = None
+
+    rows: list[dict[str, Any]] = []
+    for row in results.rows:
+        metrics = {}
+        for d in defs:
+            est, n_seeds = run.estimate(row, d.name)
+            metrics[d.name] = {"mean": est.mean, "ci_low": est.ci_low, "ci_high": est.ci_high, "n": est.n, "seeds": n_seeds}
+        seeds = sorted({s for (r, s) in (*results.seg, *results.tasks) if r == row})
+        rows.append({"strategy": row, "reference": row in results.references, "seeds": seeds, "metrics": metrics,
+                     "comparison": {}, "rank": {}})
+    by_name = {r["strategy"]: r for r in rows}
+
+    for d in defs:
+        ranks = stats.competition_ranks({r: by_name[r]["metrics"][d.name]["mean"] for r in strategies}, d.higher_is_better)
+        for r in strategies:
+            by_name[r]["rank"][d.name] = ranks[r]
+        if not compared:
+            continue
+        others = [r for r in strategies if r != ref]
+        tests = [run.compare(r, ref, d.name) for r in others]
+        adjusted = stats.holm_adjust([t.p_value for t in tests])
+        for r, t, p_holm in zip(others, tests, adjusted, strict=True):
+            by_name[r]["comparison"][d.name] = {
+                "delta": t.delta, "p_value": t.p_value, "p_holm": p_holm, "n": t.n,
+                "mark": stats.significance_mark(t.delta, p_holm, d.higher_is_better),
+            }
+
+    return json_safe({
+        "schema": SCHEMA,
+        "config": results.config,
+        "environment": results.environment,
+        "metrics": [{**d.to_json(), "unit": run.unit[d.name]} for d in defs],
+        "reference_strategy": ref,
+        "comparison_note": note,
+        "statistics": {
+            "ci_level": stats.CI_LEVEL, "alpha": stats.ALPHA,
+            "bootstrap_samples": stats.N_BOOTSTRAP, "permutations": stats.N_PERMUTATIONS,
+            "exact_permutation_max_n": stats.EXACT_PERMUTATION_MAX_N, "random_seed": stats.RANDOM_SEED,
+            "patient_ci": "percentile bootstrap over patients", "seed_repeat_ci": "Student t over seeds x CV repeats",
+            "test": "two-sided paired sign-flip permutation test of the mean difference",
+            "adjustment": "Holm over the strategies compared on one metric",
+        },
+        "rows": rows,
+        "calibration": pooled_calibration(results),
+    })
+
+
+def pooled_calibration(results: RunResults) -> dict[str, dict[str, list[float]]]:
+    """Reliability bins per row, pooled over seeds: counts summed, bin means weighted by count."""
+    import numpy as np
+
+    pooled: dict[str, dict[str, list[float]]] = {}
+    for row in results.rows:
+        bins = [results.calibration[(row, s)] for s in results.seeds if (row, s) in results.calibration]
+        if not bins:
+            continue
+        edges = np.asarray(bins[0]["bin_edges"], dtype=np.float64)
+        if any(not np.array_equal(np.asarray(b["bin_edges"], dtype=np.float64), edges) for b in bins):
+            raise ValueError(f"calibration bins of {row} differ between seeds")
+        count = np.stack([np.asarray(b["count"], dtype=np.float64) for b in bins])
+        total = count.sum(axis=0)
+        pooled[row] = {"bin_edges": edges, "count": total}
+        for key in ("mean_prob", "frac_positive"):
+            values = np.stack([np.asarray(b[key], dtype=np.float64) for b in bins])
+            with np.errstate(invalid="ignore", divide="ignore"):
+                pooled[row][key] = np.where(total > 0, np.nansum(values * count, axis=0) / total, np.nan)
+    return json_safe(pooled)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` so that readers see either the old file or the complete new one (temp + os.replace)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def dumps(doc: dict[str, Any]) -> str:
+    return json.dumps(json_safe(doc), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def write_leaderboard(doc: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Write ``doc`` as JSON to ``path`` atomically."""
+    atomic_write_text(path, dumps(doc))
+
+
+def read_leaderboard(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load a leaderboard JSON file; UserError (one line) when it is missing, unreadable or not a leaderboard."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path} does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path} is not readable JSON: {exc}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("rows"), list) or not isinstance(doc.get("metrics"), list):
+        raise UserError(f"{path} is not a lusbench leaderboard (no 'rows'/'metrics' lists)")
+    return doc
+
+
+def load_run_leaderboard(run_dir: str | os.PathLike[str], reference: str | None = None) -> dict[str, Any]:
+    """The leaderboard of the run in ``run_dir``, as the runner stored it in ``leaderboard.json``.
+
+    ``reference`` must match the stored comparisons: recomputing paired tests needs the per-patient values,
+    which only the results store holds. UserError (exit 2) for a missing run directory or leaderboard.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"run directory {run_dir} does not exist (run `lusbench run` first, or pass --out DIR)")
+    doc = read_leaderboard(run_dir / LEADERBOARD_FILE)
+    if reference is not None and reference != doc.get("reference_strategy"):
+        raise UserError(f"--reference {reference}: {run_dir / LEADERBOARD_FILE} holds comparisons against "
+                        f"{doc.get('reference_strategy')} only")
+    return doc
+
+
+def stdout_console() -> Any:
+    """A rich Console for stdout: the terminal's width and colours on a TTY, plain and wide when piped (CI logs)."""
+    import sys
+
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 200)
+
+
+# ---------------------------------------------------------------------------------------------- rendering
+
+
+def default_columns(doc: dict[str, Any]) -> list[str]:
+    """The compact column set: main segmentation metrics, then the first metric of each task."""
+    units = {m["name"]: m.get("unit") for m in doc["metrics"]}
+    columns = [m for m in MAIN_SEGMENTATION_METRICS if m in units]
+    if not columns:
+        columns = [m for m, u in units.items() if u == "patient" and "." not in m][:3]
+    tasks_seen: set[str] = set()
+    for name, unit in units.items():
+        task = name.split(".")[0]
+        if unit == "seed_repeat" and task not in tasks_seen:
+            tasks_seen.add(task)
+            columns.append(name)
+    return columns
+
+
+def select_columns(doc: dict[str, Any], metrics: Sequence[str] | None) -> list[str]:
+    """``metrics`` validated against the document (``["all"]`` = every metric); None = the default set."""
+    names = [m["name"] for m in doc["metrics"]]
+    if metrics is None:
+        return default_columns(doc)
+    if list(metrics) == ["all"]:
+        return names
+    unknown = [m for m in metrics if m not in names]
+    if unknown:
+        raise UserError(f"unknown metric(s) {', '.join(unknown)}; this leaderboard has: {', '.join(names)}")
+    return list(metrics)
+
+
+def fmt_value(x: float | None) -> str:
+    """A number at a precision that suits its magnitude (Dice 0.712, HD95 12.34, S/F MAE 123.4)."""
+    if x is None:
+        return "—"
+    ax = abs(x)
+    return f"{x:.1f}" if ax >= 100 else f"{x:.2f}" if ax >= 10 else f"{x:.3f}"
+
+
+def fmt_p(p: float | None) -> str:
+    if p is None:
+        return "—"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def common_n(doc: dict[str, Any], metric: str) -> int | None:
+    """The most frequent ``n`` of the metric over rows that have it (shown once, in the column header)."""
+    ns = [r["metrics"][metric]["n"] for r in doc["rows"] if (r["metrics"].get(metric) or {}).get("mean") is not None]
+    return max(set(ns), key=lambda n: (ns.count(n), n)) if ns else None
+
+
+def cell_parts(doc: dict[str, Any], row: dict[str, Any], metric: str) -> tuple[str, str, str, str]:
+    """(mean, "[lo, hi]", mark glyph, "#rank") of one cell; ``n=`` added where it differs from the header's."""
+    entry = row["metrics"].get(metric) or {}
+    mean = entry.get("mean")
+    if mean is None:
+        return "—", "", "", ""
+    lo, hi = entry.get("ci_low"), entry.get("ci_high")
+    ci = f"[{fmt_value(lo)}, {fmt_value(hi)}]" if lo is not None and hi is not None else "[no CI]"
+    if entry.get("n") != common_n(doc, metric):
+        ci += f" n={entry.get('n')}"
+    mark = MARK_GLYPH.get((row.get("comparison", {}).get(metric) or {}).get("mark", ""), "")
+    rank = row.get("rank", {}).get(metric)
+    return fmt_value(mean), ci, mark, f"#{rank}" if rank is not None else ""
+
+
+def column_header(doc: dict[str, Any], metric: str) -> str:
+    higher = next(m["higher_is_better"] for m in doc["metrics"] if m["name"] == metric)
+    n = common_n(doc, metric)
+    return f"{metric} {'↑' if higher else '↓'}" + (f" (n={n})" if n is not None else "")
+
+
+def legend(doc: dict[str, Any]) -> str:
+    """One paragraph saying what the cells mean (printed under every table)."""
+    ref = doc.get("reference_strategy")
+    text = "Mean [95% CI]; n = patients (segmentation) or seeds x CV repeats (tasks); #k = rank among strategies."
+    if doc.get("comparison_note"):
+        return f"{text} {doc['comparison_note']}."
+    return (f"{text} ▲/▼ = significantly better/worse than {ref} "
+            "(paired sign-flip permutation test, Holm-adjusted p < 0.05); see docs/statistics.md.")
+
+
+def config_line(doc: dict[str, Any]) -> str:
+    config = doc.get("config") or {}
+    keys = ("dataset", "model", "preset", "seeds", "folds", "eval_threshold")
+    return ", ".join(f"{k}={config[k]}" for k in keys if k in config)
+
+
+def table_renderable(doc: dict[str, Any], metrics: Sequence[str] | None = None) -> Table:
+    """The terminal table as a rich Table (colours for the marks; references dimmed)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    columns = select_columns(doc, metrics)
+    table = Table(title=f"lusbench leaderboard  {config_line(doc)}", title_justify="left", caption=legend(doc),
+                  caption_justify="left", show_lines=True)
+    table.add_column("strategy", no_wrap=True)
+    for metric in columns:
+        table.add_column(column_header(doc, metric), justify="right")
+    for row in doc["rows"]:
+        cells: list[Text | str] = []
+        for metric in columns:
+            mean, ci, mark, rank = cell_parts(doc, row, metric)
+            cell = Text(mean)
+            if mark:
+                cell.append(f" {mark}", style="bold green" if mark == "▲" else "bold red")
+            if rank:
+                cell.append(f" {rank}", style="dim")
+            if ci:
+                cell.append(f"\n{ci}", style="dim")
+            cells.append(cell)
+        name = Text(row["strategy"] + (" (ref.)" if row.get("reference") else ""),
+                    style="italic dim" if row.get("reference") else "")
+        if row["strategy"] == doc.get("reference_strategy"):
+            name.append(" (baseline)", style="bold")
+        table.add_row(name, *cells)
+    return table
+
+
+def render_table(doc: dict[str, Any], metrics: Sequence[str] | None = None, width: int = 160) -> str:
+    from rich.console import Console
+
+    console = Console(file=io.StringIO(), width=width, color_system=None, record=True)
+    console.print(table_renderable(doc, metrics))
+    return console.export_text()
+
+
+def render_markdown(doc: dict[str, Any], metrics: Sequence[str] | None = None) -> str:
+    columns = select_columns(doc, metrics)
+    ref = doc.get("reference_strategy")
+    lines = [
+        "| strategy | " + " | ".join(column_header(doc, m) for m in columns) + " |",
+        "| --- |" + " ---: |" * len(columns),
+    ]
+    for row in doc["rows"]:
+        name = row["strategy"].replace("|", "\\|")
+        if row.get("reference"):
+            name = f"*{name}* (ref.)"
+        elif row["strategy"] == ref:
+            name = f"**{name}** (baseline)"
+        cells = [" ".join(p for p in cell_parts(doc, row, m) if p) for m in columns]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    config = config_line(doc)
+    head = f"Configuration: {config}\n\n" if config else ""
+    return head + "\n".join(lines) + f"\n\n{legend(doc)}\n"
+
+
+CSV_COLUMNS = ("strategy", "reference", "metric", "higher_is_better", "unit", "mean", "ci_low", "ci_high", "n", "seeds",
+               "delta", "p_value", "p_holm", "mark", "rank")
+
+
+def _csv_cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
+
+
+def render_csv(doc: dict[str, Any], metrics: Sequence[str] | None = None) -> str:
+    """Long format, one line per (row, metric), full precision; empty cells for missing values."""
+    columns = select_columns(doc, metrics if metrics is not None else ["all"])
+    defs = {m["name"]: m for m in doc["metrics"]}
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in doc["rows"]:
+        for metric in columns:
+            entry = row["metrics"].get(metric) or {}
+            comp = row.get("comparison", {}).get(metric) or {}
+            values = {
+                "strategy": row["strategy"], "reference": row.get("reference", False), "metric": metric,
+                "higher_is_better": defs[metric]["higher_is_better"], "unit": defs[metric].get("unit"),
+                **{k: entry.get(k) for k in ("mean", "ci_low", "ci_high", "n", "seeds")},
+                **{k: comp.get(k) for k in ("delta", "p_value", "p_holm", "mark")},
+                "rank": row.get("rank", {}).get(metric),
+            }
+            writer.writerow([_csv_cell(values[c]) for c in CSV_COLUMNS])
+    return out.getvalue()
+
+
+def render(doc: dict[str, Any], fmt: str, metrics: Sequence[str] | None = None) -> str:
+    """``doc`` as ``table`` (plain text), ``markdown``, ``csv``, ``json`` or ``html`` (the full report).
+
+    ``metrics`` picks the columns of table/markdown/csv (``["all"]`` for every metric); ``json`` and
+    ``html`` always hold everything.
+    """
+    if fmt == "table":
+        return render_table(doc, metrics)
+    if fmt == "markdown":
+        return render_markdown(doc, metrics)
+    if fmt == "csv":
+        return render_csv(doc, metrics)
+    if fmt == "json":
+        return dumps(doc)
+    if fmt == "html":
+        from lusbench.report import render_html
+
+        return render_html(doc)
+    raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
