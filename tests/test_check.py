@@ -1,0 +1,235 @@
+"""``lusbench check``: tolerances, direction-aware verdicts and exit codes 0/1/2/3 through the real CLI."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+
+import pytest
+from test_stats import make_results
+
+from lusbench.check import (
+    VERDICT_IMPROVED,
+    VERDICT_MISSING,
+    VERDICT_NA,
+    VERDICT_NEW,
+    VERDICT_OK,
+    VERDICT_REGRESSION,
+    compare,
+    config_differences,
+    parse_tolerances,
+    tolerance_for,
+)
+from lusbench.errors import CannotCompareError, UserError
+from lusbench.leaderboard import build_leaderboard, read_leaderboard, write_leaderboard
+from lusbench.results import REFERENCE_TRUE
+
+
+@pytest.fixture(scope="module")
+def doc() -> dict:
+    return build_leaderboard(make_results())
+
+
+def entry(doc: dict, strategy: str, metric: str) -> dict:
+    return next(r for r in doc["rows"] if r["strategy"] == strategy)["metrics"][metric]
+
+
+def line(lines, row: str, metric: str):
+    return next(ln for ln in lines if ln.row == row and ln.metric == metric)
+
+
+def check(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lusbench.cli", "check", *args], capture_output=True, text=True, timeout=120)
+
+
+# ----------------------------------------------------------------------------------------- library
+
+
+def test_default_tolerances_by_metric_kind():
+    assert tolerance_for("dice", {}, {}) == 0.05
+    assert tolerance_for("dice.b_lines", {}, {}) == 0.05
+    assert tolerance_for("true.hd95", {}, {}) == 5.0
+    assert tolerance_for("readmission_30d.brier", {}, {}) == 0.03
+    assert tolerance_for("sf_ratio.mae", {}, {}) == 15.0
+    assert tolerance_for("sf_change.auroc", {}, {}) == 0.10
+    assert tolerance_for("some_new_metric", {}, {}) == 0.05
+
+
+def test_tolerance_precedence_flag_then_baseline_then_default():
+    stored = {"dice.*": 0.2, "dice": 0.1}
+    assert tolerance_for("dice", {}, stored) == 0.1  # exact name beats a pattern in the same layer
+    assert tolerance_for("dice.b_lines", {}, stored) == 0.2
+    assert tolerance_for("dice", {"dice": 0.01}, stored) == 0.01
+    assert tolerance_for("hd95", {}, stored) == 5.0
+
+
+@pytest.mark.parametrize("bad", ["dice", "dice=", "=0.1", "dice=-1", "dice=abc", "dice=nan"])
+def test_malformed_tolerances(bad):
+    with pytest.raises(UserError, match="METRIC=ABS"):
+        parse_tolerances([bad])
+
+
+def test_unchanged_leaderboard_passes_and_skips_reference_rows(doc):
+    lines = compare(doc, copy.deepcopy(doc))
+    assert {ln.verdict for ln in lines} <= {VERDICT_OK, VERDICT_NA}
+    assert REFERENCE_TRUE not in {ln.row for ln in lines}
+    assert len(lines) == 6 * len(doc["metrics"])  # every (strategy, metric) of the baseline
+
+
+def test_verdicts_are_direction_aware(doc):
+    current = copy.deepcopy(doc)
+    entry(current, "threshold:0.6", "dice")["mean"] -= 0.06       # higher is better: worse by 0.06 > 0.05
+    entry(current, "threshold:0.8", "dice")["mean"] -= 0.04       # within tolerance
+    entry(current, "threshold:0.6", "hd95")["mean"] -= 8.0        # lower is better: improved
+    entry(current, "threshold:0.8", "hd95")["mean"] += 8.0        # lower is better: regression
+    entry(current, "soft", "sf_change.auroc")["mean"] += 0.2
+    lines = compare(doc, current)
+    assert line(lines, "threshold:0.6", "dice").verdict == VERDICT_REGRESSION
+    assert line(lines, "threshold:0.6", "dice").delta == pytest.approx(-0.06)
+    assert line(lines, "threshold:0.8", "dice").verdict == VERDICT_OK
+    assert line(lines, "threshold:0.6", "hd95").verdict == VERDICT_IMPROVED
+    assert line(lines, "threshold:0.8", "hd95").verdict == VERDICT_REGRESSION
+    assert line(lines, "soft", "sf_change.auroc").verdict == VERDICT_IMPROVED
+    assert sum(ln.failed for ln in lines) == 2
+
+
+def test_missing_new_and_null_values(doc):
+    baseline = copy.deepcopy(doc)
+    current = copy.deepcopy(doc)
+    entry(current, "soft", "dice")["mean"] = None                 # lost a value it used to have
+    entry(baseline, "weighted", "ece")["mean"] = None             # gained one
+    entry(baseline, "threshold:0.3", "ece")["mean"] = None
+    entry(current, "threshold:0.3", "ece")["mean"] = None         # undefined in both
+    current["rows"] = [r for r in current["rows"] if r["strategy"] != "threshold:0.8"]
+    lines = compare(baseline, current)
+    assert line(lines, "soft", "dice").verdict == VERDICT_MISSING
+    assert line(lines, "weighted", "ece").verdict == VERDICT_NEW
+    assert line(lines, "threshold:0.3", "ece").verdict == VERDICT_NA
+    assert {ln.verdict for ln in lines if ln.row == "threshold:0.8"} == {VERDICT_MISSING}
+    assert not line(lines, "weighted", "ece").failed and line(lines, "soft", "dice").failed
+
+
+def test_cannot_compare_other_configuration_or_schema(doc):
+    other = copy.deepcopy(doc)
+    other["config"].update(seeds=[0], folds=5, config_hash="other")
+    with pytest.raises(CannotCompareError, match=r"folds: 3 != 5; seeds: \[0, 1, 2\] != \[0\]"):
+        compare(doc, other)
+    hidden = copy.deepcopy(doc)
+    hidden["config"]["config_hash"] = "other"
+    with pytest.raises(CannotCompareError, match="config_hash 'abc123' != 'other', listed keys equal"):
+        compare(doc, hidden)
+    schema = copy.deepcopy(doc)
+    schema["schema"] = "lusbench.leaderboard/2"
+    with pytest.raises(CannotCompareError, match="schema"):
+        compare(doc, schema)
+    flipped = copy.deepcopy(doc)
+    flipped["metrics"][0]["higher_is_better"] = False
+    with pytest.raises(CannotCompareError, match="direction"):
+        compare(doc, flipped)
+
+
+def test_config_differences_name_added_and_removed_keys():
+    assert config_differences({"a": 1, "config_hash": "x"}, {"a": 1, "b": 2, "config_hash": "y"}) == ["b: '(absent)' != 2"]
+
+
+# --------------------------------------------------------------------------------------------- CLI
+
+
+@pytest.fixture()
+def files(tmp_path, doc):
+    baseline, current = tmp_path / "baseline.json", tmp_path / "current.json"
+    write_leaderboard(doc, baseline)
+    write_leaderboard(doc, current)
+    return baseline, current
+
+
+def edit(path, fn) -> None:
+    doc = json.loads(path.read_text())
+    fn(doc)
+    path.write_text(json.dumps(doc))
+
+
+def test_cli_unchanged_exits_0_and_prints_every_compared_metric(files, doc):
+    baseline, current = files
+    out = check("--baseline", str(baseline), "--json", str(current))
+    assert out.returncode == 0, out.stderr
+    header = next(ln for ln in out.stdout.splitlines() if "tolerance" in ln)
+    for col in ("row", "metric", "old", "new", "delta", "tolerance", "verdict"):
+        assert col in header
+    assert sum(" ok " in ln for ln in out.stdout.splitlines()) == 6 * len(doc["metrics"])
+    assert "check passed: 84 metrics compared over 6 strategies" in out.stdout
+
+
+def test_cli_regression_exits_1_naming_it(files):
+    baseline, current = files
+    edit(current, lambda d: entry(d, "threshold:0.6", "dice").update(mean=entry(d, "threshold:0.6", "dice")["mean"] - 0.1))
+    out = check("--baseline", str(baseline), "--json", str(current))
+    assert out.returncode == 1
+    assert "REGRESSION" in out.stdout and "check FAILED: 1 of 84" in out.stdout and "threshold:0.6 dice" in out.stdout
+    # A per-metric flag, or the baseline's own tolerances map, can accept it.
+    assert check("--baseline", str(baseline), "--json", str(current), "--tolerance", "dice=0.2").returncode == 0
+    edit(baseline, lambda d: d.update(tolerances={"dice": 0.2}))
+    assert check("--baseline", str(baseline), "--json", str(current)).returncode == 0
+    assert check("--baseline", str(baseline), "--json", str(current), "--tolerance", "dice=0.01").returncode == 1
+
+
+def test_cli_lower_is_better_improvement_passes(files):
+    baseline, current = files
+    edit(current, lambda d: entry(d, "soft", "sf_ratio.mae").update(mean=entry(d, "soft", "sf_ratio.mae")["mean"] - 30))
+    out = check("--baseline", str(baseline), "--json", str(current))
+    assert out.returncode == 0 and "improved" in out.stdout and "--update-baseline" in out.stdout
+
+
+def test_cli_reference_rows_never_fail(files):
+    baseline, current = files
+    edit(current, lambda d: entry(d, REFERENCE_TRUE, "sf_ratio.mae").update(mean=1000.0))
+    assert check("--baseline", str(baseline), "--json", str(current)).returncode == 0
+
+
+def test_cli_other_configuration_exits_3_naming_the_keys(files):
+    baseline, current = files
+    edit(current, lambda d: d["config"].update(preset="default", config_hash="zzz"))
+    out = check("--baseline", str(baseline), "--json", str(current))
+    assert out.returncode == 3
+    assert "preset: 'quick' != 'default'" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_cli_missing_or_broken_baseline_exits_3(files, tmp_path):
+    _, current = files
+    out = check("--baseline", str(tmp_path / "absent.json"), "--json", str(current))
+    assert out.returncode == 3 and "does not exist" in out.stderr and "--update-baseline" in out.stderr
+    broken = tmp_path / "broken.json"
+    broken.write_text("{")
+    assert check("--baseline", str(broken), "--json", str(current)).returncode == 3
+
+
+def test_cli_input_errors_exit_2(files, tmp_path):
+    baseline, current = files
+    assert check("--baseline", str(baseline), "--json", str(tmp_path / "nope.json")).returncode == 2
+    out = check("--baseline", str(baseline), "--json", str(current), "--tolerance", "dice")
+    assert out.returncode == 2 and "METRIC=ABS" in out.stderr
+    assert check("--json", str(current)).returncode == 2  # --baseline is required
+
+
+def test_cli_update_baseline_creates_rewrites_and_keeps_tolerances(files, tmp_path, doc):
+    baseline, current = files
+    fresh = tmp_path / "sub" / "new-baseline.json"
+    out = check("--baseline", str(fresh), "--json", str(current), "--update-baseline")
+    assert out.returncode == 0 and "created" in out.stdout
+    assert read_leaderboard(fresh) == doc
+
+    edit(baseline, lambda d: d.update(tolerances={"hd95": 9.0}))
+    edit(current, lambda d: entry(d, "soft", "dice").update(mean=0.1))   # a regression, accepted on purpose
+    out = check("--baseline", str(baseline), "--json", str(current), "--update-baseline")
+    assert out.returncode == 0 and "REGRESSION" in out.stdout and "updated" in out.stdout
+    new = read_leaderboard(baseline)
+    assert entry(new, "soft", "dice")["mean"] == 0.1 and new["tolerances"] == {"hd95": 9.0}
+    assert check("--baseline", str(baseline), "--json", str(current)).returncode == 0
+    assert sorted(p.name for p in baseline.parent.iterdir()) == ["baseline.json", "current.json", "sub"]
+
+    edit(current, lambda d: d["config"].update(folds=5, config_hash="zzz"))  # a new configuration replaces it
+    out = check("--baseline", str(baseline), "--json", str(current), "--update-baseline")
+    assert out.returncode == 0 and "not comparable" in out.stderr
+    assert read_leaderboard(baseline)["config"]["folds"] == 5
