@@ -1,16 +1,28 @@
-"""``lusbench report``: placeholder until implemented."""
+"""``lusbench report``: write a run's self-contained HTML report (plots embedded)."""
 
 from __future__ import annotations
 
 import argparse
-
-from lusbench.errors import UserError
+from pathlib import Path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="(not yet implemented)")
+    p = sub.add_parser(
+        "report", help="write a self-contained HTML report with plots",
+        description="Write one HTML file (no external assets) with the metric-vs-threshold figure, per-class Dice, "
+                    "a reliability diagram, the downstream tasks and every table. See docs/cli/report.md.",
+    )
+    p.add_argument("--out", default="lusbench-runs", metavar="DIR", help="run directory (default: %(default)s)")
+    p.add_argument("--html", metavar="FILE", help="where to write the report (default: DIR/report.html)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise UserError("'report' is not implemented yet")
+    from lusbench.leaderboard import load_run_leaderboard
+    from lusbench.report import write_report
+
+    doc = load_run_leaderboard(args.out)
+    path = Path(args.html) if args.html else Path(args.out) / "report.html"
+    write_report(doc, path)
+    print(f"wrote {path}")
+    return 0

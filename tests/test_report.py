@@ -1,0 +1,185 @@
+"""The HTML report: self-contained, every embedded plot decodes as a real PNG, built by the real CLI."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+
+import matplotlib.image as mpimg
+import numpy as np
+import pytest
+from PIL import Image
+from test_stats import make_results
+
+from lusbench.leaderboard import build_leaderboard, write_leaderboard
+from lusbench.report import render_html, threshold_of, write_report
+
+DATA_URI = "data:image/png;base64,"
+
+
+class _Collector(HTMLParser):
+    """Every tag with its attributes, and whether the document's tags balance."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.open: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        if tag not in ("meta", "img", "br", "link"):
+            self.open.append(tag)
+
+    def handle_endtag(self, tag):
+        assert self.open and self.open[-1] == tag, f"</{tag}> closes <{self.open[-1] if self.open else None}>"
+        self.open.pop()
+
+
+def parse(html: str) -> _Collector:
+    collector = _Collector()
+    collector.feed(html)
+    collector.close()
+    assert collector.open == []
+    return collector
+
+
+def images(html: str) -> list[np.ndarray]:
+    """Decode every <img>: each must be an embedded PNG that PIL verifies and matplotlib reads."""
+    out = []
+    for tag, attrs in parse(html).tags:
+        if tag != "img":
+            continue
+        src = attrs["src"] or ""
+        assert src.startswith(DATA_URI)
+        data = base64.b64decode(src[len(DATA_URI):], validate=True)
+        with Image.open(io.BytesIO(data)) as img:
+            assert img.format == "PNG"
+            img.verify()
+        out.append(mpimg.imread(io.BytesIO(data), format="png"))
+    return out
+
+
+@pytest.fixture(scope="module")
+def doc() -> dict:
+    return build_leaderboard(make_results())
+
+
+@pytest.fixture(scope="module")
+def html(doc) -> str:
+    return render_html(doc)
+
+
+def small_doc(strategies: tuple[str, ...] = ("threshold:0.5", "threshold:0.6")) -> dict:
+    """Few rows and metrics: every figure still appears, but renders fast (for the subprocess tests)."""
+    results = make_results(strategies=strategies)
+    keep = ("dice", "dice.b_lines", "dice.effusion", "sf_ratio.mae")
+    results.metric_defs = [d for d in results.metric_defs if d.name in keep]
+    return build_leaderboard(results)
+
+
+def test_every_figure_is_an_embedded_png_with_content(html):
+    pictures = images(html)
+    assert len(pictures) == 4  # threshold curves, per-class Dice, reliability diagram, downstream tasks
+    for pic in pictures:
+        assert pic.shape[0] > 200 and pic.shape[1] > 300
+        assert pic[..., :3].std() > 0.05  # not a blank canvas
+
+
+def test_report_is_self_contained(html):
+    tags = parse(html).tags
+    assert not [t for t, a in tags if t in ("script", "link", "iframe")]
+    assert not re.search(r"(src|href)\s*=\s*['\"](?!data:)", html)
+    assert "url(" not in html
+
+
+def test_report_has_sections_and_tables(html, doc):
+    for title in ("Metrics against the binarization threshold", "Per-class Dice", "Reliability diagram",
+                  "Downstream clinical tasks", "All metrics", "Configuration", "Environment"):
+        assert f"<h2>{title}</h2>" in html or f"<h3>{title}</h3>" in html
+    assert html.count("<table>") >= 5
+    for m in doc["metrics"]:
+        assert m["name"] in html
+    assert 'class="better"' in html and 'class="worse"' in html
+    assert "Holm p" in html  # the p-values are in the cell tooltips
+
+
+def test_strategy_names_are_escaped():
+    evil = "evil<script>alert(1)</script>"
+    html = render_html(small_doc(("threshold:0.5", evil)))
+    assert "<script>" not in html and "evil&lt;script&gt;" in html
+
+
+def test_missing_parts_become_notes_not_errors():
+    results = make_results(strategies=("soft", "weighted"), reference_strategy="soft")
+    results.calibration.clear()
+    results.metric_defs = [d for d in results.metric_defs if not d.name.startswith("dice.")]
+    html = render_html(build_leaderboard(results))
+    assert "No threshold:t strategies in this run." in html
+    assert "No per-class Dice metrics in this run." in html
+    assert "No calibration bins in this run." in html
+    assert len(images(html)) == 1  # downstream tasks only
+
+
+def test_threshold_parsing():
+    assert threshold_of("threshold:0.6") == 0.6
+    assert threshold_of("threshold:1") == 1.0
+    assert threshold_of("threshold") is None
+    assert threshold_of("threshold:0.6,0.8") is None
+    assert threshold_of("soft") is None
+    assert threshold_of("mythreshold:0.6") is None
+
+
+def test_write_report_is_atomic(tmp_path):
+    path = tmp_path / "out" / "report.html"
+    path.parent.mkdir()
+    path.write_text("old")
+    write_report(small_doc(), path)
+    assert path.read_text().startswith("<!DOCTYPE html>")
+    assert [p.name for p in path.parent.iterdir()] == ["report.html"]
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lusbench.cli", *args], capture_output=True, text=True, timeout=180)
+
+
+def test_cli_report_and_leaderboard_html(tmp_path):
+    run_dir = tmp_path / "lusbench-runs"
+    write_leaderboard(small_doc(), run_dir / "leaderboard.json")
+    out = cli("report", "--out", str(run_dir))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"wrote {run_dir / 'report.html'}"
+    assert len(images((run_dir / "report.html").read_text())) == 4
+
+    target = tmp_path / "elsewhere" / "r.html"
+    assert cli("report", "--out", str(run_dir), "--html", str(target)).returncode == 0 and target.exists()
+
+    printed = cli("leaderboard", "--out", str(run_dir), "--format", "html")
+    assert printed.returncode == 0 and len(images(printed.stdout)) == 4
+
+    missing = cli("report", "--out", str(tmp_path / "none"))
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "headless_shell")
+
+
+def test_report_renders_in_a_headless_browser(tmp_path, html):
+    browser = next((b for b in map(shutil.which, BROWSERS) if b), None)
+    if browser is None:
+        pytest.skip("no chromium/chrome on PATH: the PNG decoding tests above stand in for a browser")
+    page, shot = tmp_path / "report.html", tmp_path / "shot.png"
+    page.write_text(html)
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
+                    "--window-size=1280,2400", page.as_uri()], capture_output=True, timeout=120, check=True)
+    pixels = mpimg.imread(shot)
+    # The figures (coloured curves and bars) make the page far from uniformly white.
+    assert pixels[..., :3].std() > 0.05
+    assert (np.abs(pixels[..., 0] - pixels[..., 2]) > 0.2).mean() > 0.001  # saturated colours from the plots
