@@ -178,18 +178,31 @@ def read_leaderboard(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def load_run_leaderboard(run_dir: str | os.PathLike[str], reference: str | None = None) -> dict[str, Any]:
-    """The leaderboard of the run in ``run_dir``, as the runner stored it in ``leaderboard.json``.
+    """The leaderboard of the run in ``run_dir``, rebuilt from its results store without retraining.
 
-    ``reference`` must match the stored comparisons: recomputing paired tests needs the per-patient values,
-    which only the results store holds. UserError (exit 2) for a missing run directory or leaderboard.
+    A directory with only a ``leaderboard.json`` (say, a CI artifact) is read as stored; recomputing its
+    paired tests against another ``reference`` would need the per-patient values only the store holds.
+    UserError (exit 2) for a missing run, or a ``reference`` that is not a strategy of the run.
     """
+    from lusbench.store import DB_NAME
+
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"run directory {run_dir} does not exist (run `lusbench run` first, or pass --out DIR)")
+    if (run_dir / DB_NAME).exists():
+        from lusbench.runner import load_results
+
+        results = load_results(run_dir)
+        if reference is not None and reference not in results.rows:
+            raise UserError(f"--reference {reference} is not a row of this run: {', '.join(results.rows)}")
+        try:
+            return build_leaderboard(results, reference)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
     doc = read_leaderboard(run_dir / LEADERBOARD_FILE)
     if reference is not None and reference != doc.get("reference_strategy"):
-        raise UserError(f"--reference {reference}: {run_dir / LEADERBOARD_FILE} holds comparisons against "
-                        f"{doc.get('reference_strategy')} only")
+        raise UserError(f"--reference {reference}: {run_dir} has no results store ({DB_NAME}) to recompute the paired "
+                        f"tests; its {LEADERBOARD_FILE} compares with {doc.get('reference_strategy')} only")
     return doc
 
 

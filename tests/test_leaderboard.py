@@ -222,7 +222,7 @@ def test_cli_default_run_dir_is_lusbench_runs(run_dir):
 @pytest.mark.parametrize(
     ("args", "message"),
     [(["--out", "missing-dir"], "run directory missing-dir does not exist"),
-     (["--reference", "soft"], "holds comparisons against threshold:0.5 only"),
+     (["--reference", "soft"], "no results store (results.sqlite) to recompute the paired tests"),
      (["--metrics", "dice,bogus"], "unknown metric(s) bogus"),
      (["--format", "xml"], "invalid choice")],
 )
@@ -242,3 +242,24 @@ def test_cli_modules_are_light_at_import():
             "print(sorted(m for m in ('numpy', 'matplotlib', 'rich', 'scipy', 'torch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+@pytest.mark.slow
+def test_cli_rebuilds_from_a_real_results_store(tmp_path):
+    run_dir = tmp_path / "run"
+    train = cli("run", "--preset", "quick", "--epochs", "1", "--folds", "2", "--dataset", "synthetic-lus:patients=8,size=32",
+                "-s", "threshold:0.5", "-s", "soft", "--out", str(run_dir), "--quiet")
+    assert train.returncode == 0, train.stderr
+    stored = read_leaderboard(run_dir / "leaderboard.json")
+    (run_dir / "leaderboard.json").unlink()  # from here on only the store can answer
+
+    rebuilt = cli("leaderboard", "--out", str(run_dir), "--format", "json")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert json.loads(rebuilt.stdout) == stored  # deterministic statistics: identical to what the run wrote
+
+    other = json.loads(cli("leaderboard", "--out", str(run_dir), "--format", "json", "--reference", "soft").stdout)
+    assert other["reference_strategy"] == "soft"
+    assert set(row(other, "threshold:0.5")["comparison"]) == {m["name"] for m in other["metrics"]}
+    bad = cli("leaderboard", "--out", str(run_dir), "--reference", "threshold:0.9")
+    assert bad.returncode == 2 and "is not a row of this run" in bad.stderr
+    assert cli("report", "--out", str(run_dir)).returncode == 0 and (run_dir / "report.html").exists()

@@ -1,4 +1,4 @@
-"""``lusbench leaderboard``: show a finished run's leaderboard without retraining."""
+"""``lusbench leaderboard``: show a finished run's leaderboard, rebuilt from its results store without retraining."""
 
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", default="lusbench-runs", metavar="DIR", help="run directory (default: %(default)s)")
     p.add_argument("--html", metavar="FILE", help="where to write the report (default: DIR/report.html)")
+    p.add_argument("--reference", metavar="SPEC", help="strategy the others are compared with (default: the run's)")
     p.set_defaults(func=run)
 
 
@@ -21,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
     from lusbench.leaderboard import load_run_leaderboard
     from lusbench.report import write_report
 
-    doc = load_run_leaderboard(args.out)
+    doc = load_run_leaderboard(args.out, args.reference)
     path = Path(args.html) if args.html else Path(args.out) / "report.html"
     write_report(doc, path)
     print(f"wrote {path}")
