@@ -81,24 +81,27 @@ def grouped_splits(groups: np.ndarray, *, folds: int, repeats: int, seed: int, l
     """Repeated patient-grouped K-fold splits of the rows: ``splits[r][f] = (train_rows, test_rows)``.
 
     No group (patient) is ever on both sides of a split. With ``labels`` the folds are stratified
-    (StratifiedGroupKFold), otherwise GroupKFold; both shuffled with a seed derived from ``(seed, r)``.
+    (scikit-learn's StratifiedGroupKFold); otherwise patients are dealt into folds at random
+    (:func:`lusbench.folds.patient_folds`). Repeat ``r`` is shuffled with a seed derived from ``(seed, r)``.
     ``folds`` is reduced by :func:`effective_folds`; ValueError when that leaves fewer than 2.
     """
-    from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
+    from lusbench.folds import patient_folds
 
     k = effective_folds(groups, folds, labels)
     if k < 2:
-        raise ValueError(f"cannot cross-validate: {len(np.unique(groups))} patients, classes {np.unique(labels).tolist()}"
-                         if labels is not None else f"cannot cross-validate {len(np.unique(groups))} patient(s)")
-    rows = np.zeros((len(groups), 1))
+        raise ValueError(f"cannot cross-validate {len(np.unique(groups))} patient(s) into 2 or more folds")
+    rows = np.arange(len(groups))
     out: Splits = []
     for r in range(repeats):
         rs = derived_seed(seed, r)
         if labels is None:
-            split = GroupKFold(n_splits=k, shuffle=True, random_state=rs).split(rows, groups=groups)
+            tests = patient_folds(groups, k, rs)
         else:
-            split = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=rs).split(rows, labels, groups=groups)
-        out.append([(np.sort(tr), np.sort(te)) for tr, te in split])
+            from sklearn.model_selection import StratifiedGroupKFold
+
+            cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=rs)
+            tests = [np.sort(test) for _, test in cv.split(rows, labels, groups=groups)]
+        out.append([(np.setdiff1d(rows, test), test) for test in tests])
     return out
 
 
@@ -115,8 +118,7 @@ def oof_predictions(make_estimator: Callable[[int], Any], x: np.ndarray, y: np.n
     for r, repeat in enumerate(splits):
         pred = np.full(len(y) if classes is None else (len(y), len(classes)), np.nan)
         for f, (train, test) in enumerate(repeat):
-            seen = np.unique(y[train]) if classes is not None else None
-            if seen is not None and len(seen) < 2:
+            if classes is not None and len(seen := np.unique(y[train])) < 2:
                 pred[test] = (classes == seen[0]).astype(float)
                 continue
             model = make_estimator(derived_seed(seed, r, f)).fit(x[train], y[train])

@@ -104,12 +104,13 @@ class SFRatioTask(ClinicalTask):
     )
 
     def score(self, y: np.ndarray, pred: np.ndarray, classes: np.ndarray | None) -> dict[str, float]:
-        from sklearn.metrics import mean_absolute_error, r2_score, root_mean_squared_error
+        from sklearn.metrics import r2_score
 
+        error = pred - y
         # Correlation with a constant prediction is undefined, not 0.
         pearson = float(np.corrcoef(y, pred)[0, 1]) if np.std(pred) > 0 and np.std(y) > 0 else float("nan")
         p = self.prefix
-        return {f"{p}.mae": mean_absolute_error(y, pred), f"{p}.rmse": root_mean_squared_error(y, pred),
+        return {f"{p}.mae": np.abs(error).mean(), f"{p}.rmse": np.sqrt((error**2).mean()),
                 f"{p}.r2": r2_score(y, pred), f"{p}.pearson_r": pearson}
 
 
