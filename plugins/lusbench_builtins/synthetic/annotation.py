@@ -1,0 +1,219 @@
+"""The simulated experts: which findings they notice, and how confident they are, pixel by pixel.
+
+For every frame, each of its raters (``raters`` distinct experts from a pool of ``experts``, drawn per
+patient) does the following, per class:
+
+1. Notices each real object (each B-line, each A-line order, the consolidation, the effusion) with
+   probability ``sigmoid((v - detect_half) / DETECT_SLOPE)``, ``v`` being the object's visibility at its
+   centre; the pleural line, the landmark of every scan, is always noticed. Faint findings are missed.
+2. Takes a visible mimic (a Z-line streak for a B-line, a dark speckle cluster for a consolidation) for the
+   finding with probability ``mimic_label_prob`` times the same detection curve; its evidence (below) is
+   at most ``mimic_confidence``, since an expert who suspects a mimic is never sure of it.
+3. Perceives each noticed object's visibility with a multiplicative error ``exp(N(0, perception_sd))``.
+4. Misplaces each object's boundary: its width (B-lines, streaks, clusters) or thickness (consolidation,
+   effusion) grows or shrinks by ``N(0, extent_sd)`` times the boundary's taper (below).
+5. Evidence at a pixel = membership of the object (a ramp of width ``taper`` across its boundary, so
+   pixels just outside a boundary get some evidence and pixels just inside get less than full) times the
+   local visibility, clipped to [0, 1].
+6. Confidence = evidence ** style; the expert's style exponent is below 1 for over-confident experts and
+   above 1 for under-confident ones (the pool spans ``exp(-expert_style) .. exp(expert_style)``).
+
+The dataset's confidence is the mean of its raters' confidences (``confidence_source=mean``) or the
+fraction of raters whose mask (confidence >= 0.5) covers the pixel (``agreement``), quantized to levels
+``0..confidence_scale``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from lusbench_builtins.synthetic import echo as E
+from lusbench_builtins.synthetic.config import SyntheticConfig
+from lusbench_builtins.synthetic.raster import Grid, membership
+from lusbench_builtins.synthetic.rendering import CLASSES, Lines, cluster_patches
+from lusbench_builtins.synthetic.scene import Scene
+
+DETECT_SLOPE = 0.05  # how sharply the chance of noticing a finding rises around detect_half
+MASK_LEVEL = 0.5  # a rater's mask: the pixels the rater labels with confidence >= 0.5
+
+
+def expert_exponents(config: SyntheticConfig) -> np.ndarray:
+    """(experts,) confidence exponents of the expert pool, from most over- to most under-confident."""
+    if config.experts == 1:
+        return np.ones(1)
+    return np.exp(np.linspace(-config.expert_style, config.expert_style, config.experts))
+
+
+def assign_raters(config: SyntheticConfig, rng: np.random.Generator) -> np.ndarray:
+    """(patients, raters) distinct expert ids: the experts who read each patient's scans."""
+    return np.argsort(rng.random((config.patients, config.experts)), axis=1)[:, : config.raters].astype(np.int32)
+
+
+@dataclass
+class Noticed:
+    """One rater's weight per object: 0 if not noticed, else its perceived strength (mimics: mimic_confidence)."""
+
+    pleura: np.ndarray  # (n,)
+    a_lines: np.ndarray  # (n, orders)
+    b_lines: np.ndarray  # (n, MAX_B_LINES)
+    streaks: np.ndarray  # (n, MAX_STREAKS)
+    consolidation: np.ndarray  # (n,)
+    clusters: np.ndarray  # (n, MAX_CLUSTERS)
+    effusion: np.ndarray  # (n,)
+
+
+def annotate(scene: Scene, lines: Lines, seen: E.Visibility, grid: Grid, exponents: np.ndarray, config: SyntheticConfig,
+             rng: np.random.Generator, confidence: np.ndarray, rater_masks: np.ndarray | None) -> None:
+    """Label the frames of ``scene`` into ``confidence`` (n, K, H, W) uint8 and, with several raters, ``rater_masks``.
+
+    ``exponents`` is (n, R): the style exponent of each frame's raters.
+    """
+    n_raters = exponents.shape[1]
+    total = None
+    for r in range(n_raters):
+        noticed = _notice(scene, seen, config, rng)
+        perceived = _misjudge_extent(scene, config, rng)
+        rating = _rate(perceived, lines, seen, noticed, exponents[:, r].astype(np.float32), grid, config.taper)
+        if rater_masks is not None:
+            np.greater_equal(rating, MASK_LEVEL, out=rater_masks[:, r])
+        if config.confidence_source == "agreement":
+            rating = (rating >= MASK_LEVEL).astype(np.float32)
+        if total is None:
+            total = rating
+        else:
+            total += rating
+    total *= np.float32(config.confidence_scale / n_raters)
+    np.copyto(confidence, np.rint(total, out=total), casting="unsafe")
+
+
+def _notice(scene: Scene, seen: E.Visibility, config: SyntheticConfig, rng: np.random.Generator) -> Noticed:
+    """Decide which objects one rater notices, and how strong each noticed object looks to them."""
+    consolidated = scene.consolidation > 0
+    fluid = scene.effusion > E.EFFUSION_MIN
+
+    def notice(visible: np.ndarray, exists: np.ndarray, chance: float) -> np.ndarray:
+        p = chance / (1.0 + np.exp(-(visible - config.detect_half) / DETECT_SLOPE))
+        return (rng.random(visible.shape) < p) & exists
+
+    def perceive(shape: tuple[int, ...]) -> np.ndarray:
+        return np.exp(rng.normal(0.0, config.perception_sd, shape)).astype(np.float32)
+
+    n = len(scene.severity)
+    a_lines = seen.a_lines.max(axis=2)
+    b_lines = seen.b_lines
+    consolidation = np.where(consolidated, seen.consolidation, 0.0).max(axis=1)
+    effusion = np.where(fluid, seen.effusion, 0.0).max(axis=1)
+    mimic = np.float32(config.mimic_confidence)
+    return Noticed(
+        pleura=perceive((n,)),
+        a_lines=notice(a_lines, a_lines > 0, 1.0) * perceive(a_lines.shape),
+        b_lines=notice(b_lines, scene.b_amp > 0, 1.0) * perceive(b_lines.shape),
+        streaks=notice(seen.streaks, scene.streak_amp > 0, config.mimic_label_prob) * mimic,
+        consolidation=notice(consolidation, consolidated.any(axis=1), 1.0) * perceive((n,)),
+        clusters=notice(seen.clusters, scene.cluster_r > 0, config.mimic_label_prob) * mimic,
+        effusion=notice(effusion, fluid.any(axis=1), 1.0) * perceive((n,)),
+    )
+
+
+def _misjudge_extent(scene: Scene, config: SyntheticConfig, rng: np.random.Generator) -> Scene:
+    """The scene as one rater sees it: each finding's boundary moved out (or in) by N(0, extent_sd) tapers.
+
+    The shift is measured in units of the boundary's taper (never wider than the object), so an expert misplaces
+    a boundary by about as much as they are unsure of it.
+    """
+    def shift(taper: np.ndarray) -> np.ndarray:
+        return (rng.normal(0.0, config.extent_sd, taper.shape) * taper).astype(np.float32)
+
+    half = E.B_LINE_HALF_WIDTH * scene.b_width
+    b_width = np.maximum(half + shift(np.minimum(config.taper, 2.0 * half)), 0.0) / E.B_LINE_HALF_WIDTH
+    half = E.B_LINE_HALF_WIDTH * scene.streak_width
+    streak_width = np.maximum(half + shift(np.minimum(config.taper, 2.0 * half)), 0.0) / E.B_LINE_HALF_WIDTH
+    def thicker(thickness: np.ndarray) -> np.ndarray:
+        """A per-column thickness moved by one shift per frame, in units of min(taper, thickness)."""
+        moved = thickness + shift(np.full((len(thickness), 1), config.taper)) * np.minimum(1.0, thickness / config.taper)
+        return np.where(thickness > 0, np.maximum(moved, 0.0), 0.0).astype(np.float32)
+
+    cluster_r = np.maximum(scene.cluster_r + shift(np.minimum(config.taper, 2.0 * scene.cluster_r)), 0.0)
+    return replace(scene, b_width=b_width, streak_width=streak_width, consolidation=thicker(scene.consolidation),
+                   effusion=thicker(scene.effusion), cluster_r=cluster_r)
+
+
+def _rate(scene: Scene, lines: Lines, seen: E.Visibility, noticed: Noticed, exponent: np.ndarray, grid: Grid,
+          taper: float) -> np.ndarray:
+    """(n, K, H, W) one rater's confidence in [0, 1]: boundary membership x (visibility x weight) ** exponent.
+
+    The taper is never wider than the object itself, so the middle of a thin line still gets full membership.
+    """
+    n = len(scene.severity)
+    x = grid.x[:, 0, :]
+    gamma = exponent[:, None]
+
+    def certainty(visible: np.ndarray, weight: np.ndarray) -> np.ndarray:
+        """Per column or per object: how sure the rater is that the finding is there."""
+        return np.clip(visible * weight, 0.0, 1.0) ** gamma
+
+    out = np.zeros((n, len(CLASSES), grid.height, grid.width), dtype=np.float32)
+    hw = lines.half_width
+    line_taper = np.minimum(taper, 2.0 * hw)
+    where = lines.pleura
+    sure = certainty(seen.pleura, noticed.pleura[:, None])
+    across = membership(where.pick_frame(hw) - np.abs(where.offset), where.pick_frame(line_taper))
+    out[where.frame, 0, where.row, where.col] = across * where.pick(sure)
+    for i, where in enumerate(lines.a_lines):
+        sure = certainty(seen.a_lines[:, i], noticed.a_lines[:, i, None])
+        across = membership(where.pick_frame(hw) - np.abs(where.offset), where.pick_frame(line_taper))
+        out[where.frame, 1, where.row, where.col] = across * where.pick(sure)  # orders are a pleural depth apart
+
+    # B-lines: the most certain line (or streak) of each column decides where its label starts and ends.
+    top, consolidation = scene.lung_top, scene.consolidation
+    open_beam = 1.0 - scene.rib_cover
+    b_cols = _columns(x, scene.b_center, scene.b_width, taper) * certainty(seen.b_lines, noticed.b_lines)[:, :, None]
+    b_cols = b_cols.max(axis=1) * open_beam
+    s_all = _columns(x, scene.streak_center, scene.streak_width, taper) * certainty(seen.streaks, noticed.streaks)[:, :, None]
+    s_cols = s_all.max(axis=1) * open_beam
+    s_len = np.take_along_axis(scene.streak_length, s_all.argmax(axis=1), axis=1)
+    streak_wins = s_cols > b_cols
+    start = np.where(streak_wins, top, top + consolidation)
+    end = np.where(streak_wins, top + E.STREAK_REACH * s_len, 2.0)
+    _interval(out[:, 2], start, end, np.maximum(b_cols, s_cols), np.minimum(taper, end - start), grid)
+
+    sure = certainty(seen.consolidation, noticed.consolidation[:, None]) * (consolidation > 0)
+    _interval(out[:, 3], top, top + consolidation, sure, np.minimum(taper, consolidation), grid)
+    frame, k, row, col, inside = cluster_patches(scene, grid, taper / 2)
+    sure = certainty(seen.clusters, noticed.clusters)
+    edge = np.minimum(taper, 2.0 * scene.cluster_r[frame, k])
+    np.maximum.at(out[:, 3], (frame, row, col), membership(inside, edge) * sure[frame, k])
+
+    sure = certainty(seen.effusion, noticed.effusion[:, None]) * (scene.effusion > E.EFFUSION_MIN)
+    start = scene.pleura_depth + hw[:, None]
+    _interval(out[:, 4], start, top, sure, np.minimum(taper, top - start), grid)
+    return out
+
+
+def _columns(x: np.ndarray, centre: np.ndarray, sd: np.ndarray, taper: float) -> np.ndarray:
+    """(n, objects, W) membership of each column in each vertical object (its full width at half maximum)."""
+    half = E.B_LINE_HALF_WIDTH * sd[:, :, None]
+    return membership(half - np.abs(x[:, None, :] - centre[:, :, None]), np.minimum(taper, 2.0 * half))
+
+
+def _interval(out: np.ndarray, start: np.ndarray, end: np.ndarray, value: np.ndarray, taper: np.ndarray, grid: Grid) -> None:
+    """Paint ``value`` (n, W) between depths ``start`` and ``end`` (n, W) of each column, tapered at both ends.
+
+    Membership is ``min(ramp(y - start), ramp(end - y))`` with ramps of width ``taper`` (n, W); only the frames
+    with a non-zero value, and the rows they can reach, are computed.
+    """
+    frames = np.flatnonzero(value.max(axis=1) > 0)
+    if frames.size == 0:
+        return
+    start, end, taper = start[frames], end[frames], np.maximum(taper[frames], 1e-6)
+    rows = grid.span(start - taper, end + taper)
+    inverse = (1.0 / taper)[:, None, :]
+    scaled = grid.y[:, rows] * inverse
+    lo = scaled - (start[:, None, :] * inverse - 0.5)
+    hi = (end[:, None, :] * inverse + 0.5) - scaled
+    np.minimum(lo, hi, out=lo)
+    np.clip(lo, 0.0, 1.0, out=lo)
+    lo *= value[frames][:, None, :]
+    out[frames, rows] = lo
