@@ -104,15 +104,17 @@ def baseline_tolerances(baseline: Mapping[str, Any]) -> dict[str, float]:
     return parse_tolerances([f"{k}={v}" for k, v in raw.items()])
 
 
-def config_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    """``key: old != new`` for every configuration key that differs, ``config_hash`` excluded."""
-    keys = sorted((set(old) | set(new)) - {"config_hash"})
+def config_differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """``key: old != new`` for every differing configuration key (nested maps as ``train.epochs``), hash excluded."""
     missing = object()
-    return [
-        f"{k}: {old.get(k, '(absent)')!r} != {new.get(k, '(absent)')!r}"
-        for k in keys
-        if old.get(k, missing) != new.get(k, missing)
-    ]
+    out = []
+    for k in sorted((set(old) | set(new)) - {"config_hash"}):
+        a, b = old.get(k, missing), new.get(k, missing)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out += config_differences(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: {'(absent)' if a is missing else repr(a)} != {'(absent)' if b is missing else repr(b)}")
+    return out
 
 
 def ensure_comparable(baseline: Mapping[str, Any], current: Mapping[str, Any]) -> None:
@@ -186,6 +188,12 @@ def compare(
                 delta, verdict = _verdict(old, new, higher, tol)
             lines.append(CheckLine(old_row["strategy"], name, higher, old, new, delta, tol, verdict))
     return lines
+
+
+def uncompared_rows(baseline: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """Strategies of the current leaderboard that the baseline does not have (so nothing guards them yet)."""
+    known = {r["strategy"] for r in baseline["rows"]}
+    return [r["strategy"] for r in current["rows"] if not r.get("reference") and r["strategy"] not in known]
 
 
 def updated_baseline(current: Mapping[str, Any], previous: Mapping[str, Any] | None) -> dict[str, Any]:

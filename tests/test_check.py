@@ -130,8 +130,10 @@ def test_cannot_compare_other_configuration_or_schema(doc):
         compare(doc, flipped)
 
 
-def test_config_differences_name_added_and_removed_keys():
-    assert config_differences({"a": 1, "config_hash": "x"}, {"a": 1, "b": 2, "config_hash": "y"}) == ["b: '(absent)' != 2"]
+def test_config_differences_name_added_removed_and_nested_keys():
+    old = {"a": 1, "train": {"epochs": 4, "lr": 0.003}, "config_hash": "x"}
+    new = {"a": 1, "b": 2, "train": {"epochs": 1, "lr": 0.003}, "config_hash": "y"}
+    assert config_differences(old, new) == ["b: (absent) != 2", "train.epochs: 4 != 1"]
 
 
 # --------------------------------------------------------------------------------------------- CLI
@@ -180,6 +182,13 @@ def test_cli_lower_is_better_improvement_passes(files):
     edit(current, lambda d: entry(d, "soft", "sf_ratio.mae").update(mean=entry(d, "soft", "sf_ratio.mae")["mean"] - 30))
     out = check("--baseline", str(baseline), "--json", str(current))
     assert out.returncode == 0 and "improved" in out.stdout and "--update-baseline" in out.stdout
+
+
+def test_cli_new_strategies_are_noted_not_checked(files):
+    baseline, current = files
+    edit(baseline, lambda d: d.update(rows=[r for r in d["rows"] if r["strategy"] != "weighted"]))
+    out = check("--baseline", str(baseline), "--json", str(current))
+    assert out.returncode == 0 and "note: weighted is not in the baseline" in out.stdout
 
 
 def test_cli_reference_rows_never_fail(files):

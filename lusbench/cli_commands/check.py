@@ -72,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
         _print_lines(lines)
         for diff in check.environment_differences(baseline, current):
             print(f"note: environment differs from the baseline's: {diff}")
+        for strategy in check.uncompared_rows(baseline, current):
+            print(f"note: {strategy} is not in the baseline, so it is not checked (add it with --update-baseline)")
         print(check.summary(lines))
     if args.update_baseline:
         write_leaderboard(check.updated_baseline(current, baseline), baseline_path)
