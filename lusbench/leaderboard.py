@@ -130,7 +130,7 @@ def pooled_calibration(results: RunResults) -> dict[str, dict[str, list[float]]]
             raise ValueError(f"calibration bins of {row} differ between seeds")
         count = np.stack([np.asarray(b["count"], dtype=np.float64) for b in bins])
         total = count.sum(axis=0)
-        pooled[row] = {"bin_edges": edges, "count": total}
+        pooled[row] = {"bin_edges": edges, "count": total.astype(np.int64) if np.all(total == np.round(total)) else total}
         for key in ("mean_prob", "frac_positive"):
             values = np.stack([np.asarray(b[key], dtype=np.float64) for b in bins])
             with np.errstate(invalid="ignore", divide="ignore"):

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from lusbench.leaderboard import DEFAULT_RUN_DIR, LEADERBOARD_FILE
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -15,7 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "(baseline missing or from another configuration). See docs/cli/check.md.",
     )
     p.add_argument("--baseline", required=True, metavar="FILE", help="the committed baseline leaderboard JSON")
-    p.add_argument("--json", default="lusbench-runs/leaderboard.json", metavar="FILE",
+    p.add_argument("--json", default=f"{DEFAULT_RUN_DIR}/{LEADERBOARD_FILE}", metavar="FILE",
                    help="the fresh leaderboard (default: %(default)s)")
     p.add_argument("--update-baseline", action="store_true",
                    help="rewrite the baseline from the fresh leaderboard (keeps its tolerances); exit 0")

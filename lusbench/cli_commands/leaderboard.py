@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-FORMATS = ("table", "markdown", "csv", "json", "html")
+# lusbench.leaderboard imports only the standard library at module level: the CLI stays instant.
+from lusbench.leaderboard import DEFAULT_RUN_DIR, FORMATS
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -13,7 +14,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Print a run's leaderboard: mean, 95%% CI and n of every metric, paired comparisons with the "
                     "reference strategy (▲/▼), ranks. See docs/cli/leaderboard.md.",
     )
-    p.add_argument("--out", default="lusbench-runs", metavar="DIR", help="run directory (default: %(default)s)")
+    p.add_argument("--out", default=DEFAULT_RUN_DIR, metavar="DIR", help="run directory (default: %(default)s)")
     p.add_argument("--format", choices=FORMATS, default="table", help="output format (default: %(default)s)")
     p.add_argument("--reference", metavar="SPEC", help="strategy the others are compared with (default: the run's)")
     p.add_argument("--metrics", metavar="LIST",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lusbench.leaderboard import DEFAULT_RUN_DIR
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -12,7 +14,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Write one HTML file (no external assets) with the metric-vs-threshold figure, per-class Dice, "
                     "a reliability diagram, the downstream tasks and every table. See docs/cli/report.md.",
     )
-    p.add_argument("--out", default="lusbench-runs", metavar="DIR", help="run directory (default: %(default)s)")
+    p.add_argument("--out", default=DEFAULT_RUN_DIR, metavar="DIR", help="run directory (default: %(default)s)")
     p.add_argument("--html", metavar="FILE", help="where to write the report (default: DIR/report.html)")
     p.add_argument("--reference", metavar="SPEC", help="strategy the others are compared with (default: the run's)")
     p.set_defaults(func=run)
