@@ -104,7 +104,8 @@ def figure_threshold_curves(doc: dict[str, Any], metrics: Sequence[str]) -> Figu
         for i, row in enumerate(flat):
             mean = _entry(row, metric)[0]
             if mean is not None:
-                ax.axhline(mean, color=colors(i % 10), linestyle=":" if row.get("reference") else "--", lw=1.3,
+                # tab10's first colour is close to the curve's: start at the second.
+                ax.axhline(mean, color=colors((i + 1) % 10), linestyle=":" if row.get("reference") else "--", lw=1.3,
                            label=row["strategy"])
         ax.set_title(column_header(doc, metric), fontsize=10)
         ax.set_xlabel("binarization threshold t")
@@ -173,7 +174,8 @@ def figure_reliability(doc: dict[str, Any]) -> Figure | None:
             top.plot(*zip(*pts, strict=True), "-o", markersize=3, color=colors(i % 10), label=row)
         edges = bins["bin_edges"]
         centers = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:], strict=True)]
-        bottom.plot(centers, [c / total for c in count], "-", color=colors(i % 10))
+        # Empty bins are gaps, not a plunge to log(0).
+        bottom.plot(centers, [c / total if c else float("nan") for c in count], "-o", markersize=2, color=colors(i % 10))
     top.set_ylabel("observed frequency of the label")
     top.set_xlim(0, 1)
     top.set_ylim(0, 1)
