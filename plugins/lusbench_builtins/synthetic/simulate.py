@@ -9,6 +9,7 @@ from lusbench_builtins.synthetic.annotation import annotate, assign_raters, expe
 from lusbench_builtins.synthetic.config import SyntheticConfig
 from lusbench_builtins.synthetic.echo import visibility
 from lusbench_builtins.synthetic.population import sample_cohort
+from lusbench_builtins.synthetic.probe import SectorScan
 from lusbench_builtins.synthetic.raster import Grid
 from lusbench_builtins.synthetic.rendering import CLASSES, SpeckleBank, line_bands, render, true_masks
 from lusbench_builtins.synthetic.scene import sample_scenes
@@ -25,6 +26,7 @@ def simulate(config: SyntheticConfig) -> LUSDataset:
     size = config.size
     grid = Grid(size, size)
     bank = SpeckleBank(size, size, rng)
+    sector = SectorScan(size) if config.probe == "convex" else None
 
     n = len(cohort.patient)
     k = len(CLASSES)
@@ -42,10 +44,20 @@ def simulate(config: SyntheticConfig) -> LUSDataset:
         lines = line_bands(scene, grid, config.taper)
         image = render(scene, lines, grid, config, bank.draw(part.stop - start, rng))
         seen = visibility(scene, config)
-        annotate(scene, lines, seen, grid, exponents[raters[cohort.patient[part]]], config, rng,
-                 confidence[part], None if rater_masks is None else rater_masks[part])
-        images[part] = np.rint(image * 255.0)
-        truth[part] = true_masks(scene, lines, seen, grid)
+        if sector is None:  # linear probe: beams are image columns, write in place
+            annotate(scene, lines, seen, grid, exponents[raters[cohort.patient[part]]], config, rng,
+                     confidence[part], None if rater_masks is None else rater_masks[part])
+            images[part] = np.rint(image * 255.0)
+            truth[part] = true_masks(scene, lines, seen, grid)
+        else:
+            levels = np.empty_like(confidence[part])
+            masks = None if rater_masks is None else np.empty_like(rater_masks[part])
+            annotate(scene, lines, seen, grid, exponents[raters[cohort.patient[part]]], config, rng, levels, masks)
+            images[part] = sector.convert(np.rint(image * 255.0))
+            truth[part] = sector.convert(true_masks(scene, lines, seen, grid))
+            confidence[part] = sector.convert(levels)
+            if masks is not None:
+                rater_masks[part] = sector.convert(masks)
         b_lines[part] = scene.b_line_count
 
     frame_info = {
