@@ -1,0 +1,63 @@
+"""synthetic-lus spec arguments: parsing, range checks, one-line errors naming the key, the canonical name."""
+
+from dataclasses import fields
+
+import pytest
+from lusbench_builtins.synthetic.config import SyntheticConfig, config_from_args, parameter_docs
+
+
+def test_defaults_give_the_bare_name():
+    assert config_from_args() == SyntheticConfig()
+    assert SyntheticConfig().spec() == "synthetic-lus"
+
+
+def test_strings_are_parsed_to_the_field_types():
+    config = config_from_args(patients="40", size="64", seed="3", taper="0.05", probe="convex")
+    assert (config.patients, config.size, config.seed, config.taper, config.probe) == (40, 64, 3, 0.05, "convex")
+    assert config_from_args(patients=40) == config_from_args(patients="40")  # Python callers may pass values
+
+
+def test_canonical_name_lists_changed_fields_in_declaration_order_and_round_trips():
+    config = config_from_args(size="64", patients="40", taper="0.050", raters="1")
+    assert config.spec() == "synthetic-lus:patients=40,size=64,taper=0.05"  # raters=1 is the default
+    args = dict(part.split("=") for part in config.spec().split(":", 1)[1].split(","))
+    assert config_from_args(**args) == config
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [
+        ({"patients": "0"}, "patients"),
+        ({"patients": "-3"}, "patients"),
+        ({"size": "abc"}, "size"),
+        ({"size": "16"}, "size"),
+        ({"size": "512"}, "size"),
+        ({"size": "64.5"}, "size"),
+        ({"taper": "nan"}, "taper"),
+        ({"change_sd": "inf"}, "change_sd"),
+        ({"probe": "phased"}, "probe"),
+        ({"colour": "blue"}, "colour"),
+        ({"raters": "4", "experts": "3"}, "raters"),
+    ],
+)
+def test_bad_arguments_fail_with_one_line_naming_the_key(kwargs, key):
+    with pytest.raises(ValueError) as info:
+        config_from_args(**kwargs)
+    message = str(info.value)
+    assert key in message and "\n" not in message
+
+
+def test_positional_arguments_are_refused():
+    with pytest.raises(ValueError, match="key=value"):
+        config_from_args("40")
+
+
+def test_every_parameter_has_a_range_and_a_description():
+    docs = parameter_docs()
+    assert list(docs) == [f.name for f in fields(SyntheticConfig)]
+    for f in fields(SyntheticConfig):
+        assert len(docs[f.name]) > 15, f.name
+        if isinstance(f.default, str):
+            assert f.default in f.metadata["choices"]
+        else:
+            assert f.metadata["low"] <= f.default <= f.metadata["high"], f.name
