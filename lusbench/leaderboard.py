@@ -12,12 +12,12 @@ import io
 import json
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lusbench.errors import UserError
+from lusbench.store import atomic_write_text
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -117,41 +117,15 @@ def build_leaderboard(results: RunResults, reference: str | None = None) -> dict
 
 
 def pooled_calibration(results: RunResults) -> dict[str, dict[str, list[float]]]:
-    """Reliability bins per row, pooled over seeds: counts summed, bin means weighted by count."""
-    import numpy as np
+    """Reliability bins per row, pooled over seeds."""
+    from lusbench.results import pool_calibration
 
     pooled: dict[str, dict[str, list[float]]] = {}
     for row in results.rows:
         bins = [results.calibration[(row, s)] for s in results.seeds if (row, s) in results.calibration]
-        if not bins:
-            continue
-        edges = np.asarray(bins[0]["bin_edges"], dtype=np.float64)
-        if any(not np.array_equal(np.asarray(b["bin_edges"], dtype=np.float64), edges) for b in bins):
-            raise ValueError(f"calibration bins of {row} differ between seeds")
-        count = np.stack([np.asarray(b["count"], dtype=np.float64) for b in bins])
-        total = count.sum(axis=0)
-        pooled[row] = {"bin_edges": edges, "count": total.astype(np.int64) if np.all(total == np.round(total)) else total}
-        for key in ("mean_prob", "frac_positive"):
-            values = np.stack([np.asarray(b[key], dtype=np.float64) for b in bins])
-            with np.errstate(invalid="ignore", divide="ignore"):
-                pooled[row][key] = np.where(total > 0, np.nansum(values * count, axis=0) / total, np.nan)
+        if bins:
+            pooled[row] = pool_calibration(bins)
     return json_safe(pooled)
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` so that readers see either the old file or the complete new one (temp + os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def dumps(doc: dict[str, Any]) -> str:

@@ -44,3 +44,21 @@ class RunResults:
     seg: dict[tuple[str, int], dict[str, np.ndarray]] = field(default_factory=dict)
     tasks: dict[tuple[str, int], dict[str, list[float]]] = field(default_factory=dict)
     calibration: dict[tuple[str, int], dict[str, list[float]]] = field(default_factory=dict)
+
+
+def pool_calibration(parts: list[dict[str, list[float]]]) -> dict[str, list[float]]:
+    """Pool reliability-diagram bins (of folds, or of seeds): counts add, bin means are count-weighted.
+
+    Bins empty in every part get NaN means. Raises ValueError when the parts' bin edges differ.
+    """
+    edges = np.asarray(parts[0]["bin_edges"], dtype=np.float64)
+    if any(not np.array_equal(np.asarray(p["bin_edges"], dtype=np.float64), edges) for p in parts):
+        raise ValueError("calibration bins with different edges cannot be pooled")
+    count = np.stack([np.asarray(p["count"], dtype=np.float64) for p in parts])
+    total = count.sum(axis=0)
+    pooled: dict[str, list[float]] = {"bin_edges": edges.tolist(), "count": total.tolist()}
+    for key in ("mean_prob", "frac_positive"):
+        values = np.stack([np.asarray(p[key], dtype=np.float64) for p in parts])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            pooled[key] = np.where(total > 0, np.nansum(values * count, axis=0) / total, np.nan).tolist()
+    return pooled

@@ -23,14 +23,13 @@ from lusbench.errors import UserError
 from lusbench.folds import patient_folds, patient_holdout
 from lusbench.metricdefs import MetricDef
 from lusbench.plugins import Plugins
-from lusbench.results import REFERENCE_EXPERT, REFERENCE_TRUE, RunResults
+from lusbench.results import REFERENCE_EXPERT, REFERENCE_TRUE, RunResults, pool_calibration
 from lusbench.store import RecordKey, ResultsStore, atomic_write_bytes
 
 if TYPE_CHECKING:
     from lusbench.dataset import LUSDataset
     from lusbench.progress import Progress
 
-LEADERBOARD_FILE = "leaderboard.json"
 MANIFEST = "last_run"
 
 
@@ -136,7 +135,7 @@ def run(plan: RunPlan, plugins: Plugins, progress: Progress) -> dict[str, Any]:
         grid.run_tasks()
         results = collect_results(store, manifest)
 
-    from lusbench.leaderboard import build_leaderboard, write_leaderboard
+    from lusbench.leaderboard import LEADERBOARD_FILE, build_leaderboard, write_leaderboard
 
     doc = build_leaderboard(results)
     write_leaderboard(doc, plan.run_dir / LEADERBOARD_FILE)
@@ -378,17 +377,7 @@ def _collect_segmentation(store: ResultsStore, keys: _Keys, row: str, folds: lis
         for name, values in record["metrics"].items():
             metrics.setdefault(name, np.full(n_frames, np.nan))[frames] = np.asarray(values, dtype=np.float64)
     calibrations = [r["calibration"] for r in records if "calibration" in r]
-    return metrics, (_pool_calibration(calibrations) if calibrations else None)
-
-
-def _pool_calibration(parts: list[dict[str, list[float]]]) -> dict[str, list[float]]:
-    """Pool per-fold reliability bins: counts add, means are count-weighted."""
-    count = np.sum([p["count"] for p in parts], axis=0)
-    weights = np.maximum(count, 1)
-    mean_prob = np.sum([np.asarray(p["mean_prob"]) * np.asarray(p["count"]) for p in parts], axis=0) / weights
-    frac = np.sum([np.asarray(p["frac_positive"]) * np.asarray(p["count"]) for p in parts], axis=0) / weights
-    return {"bin_edges": list(parts[0]["bin_edges"]), "count": count.tolist(), "mean_prob": mean_prob.tolist(),
-            "frac_positive": frac.tolist()}
+    return metrics, (pool_calibration(calibrations) if calibrations else None)
 
 
 def load_results(run_dir: Path) -> RunResults:

@@ -127,7 +127,7 @@ def test_calibration_is_pooled_over_seeds():
     assert len(pooled["bin_edges"]) == len(pooled["mean_prob"]) + 1
     assert REFERENCE_EXPERT not in doc["calibration"]
     results.calibration[("soft", 1)]["bin_edges"] = np.linspace(0, 1, 11)[::-1].tolist()
-    with pytest.raises(ValueError, match="differ between seeds"):
+    with pytest.raises(ValueError, match="different edges cannot be pooled"):
         build_leaderboard(results)
 
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lusbench.leaderboard import DEFAULT_RUN_DIR
 from lusbench.presets import PRESETS
-
-DEFAULT_OUT = "lusbench-runs"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -32,8 +31,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reference", metavar="SPEC", default="threshold:0.5",
                    help="strategy every row is compared with, paired (default: threshold:0.5); 'none' to skip")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="training device (default: auto)")
-    p.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), metavar="DIR",
-                   help=f"run directory: results store, artifacts, leaderboard.json (default: {DEFAULT_OUT})")
+    p.add_argument("--out", type=Path, default=Path(DEFAULT_RUN_DIR), metavar="DIR",
+                   help=f"run directory: results store, artifacts, leaderboard.json (default: {DEFAULT_RUN_DIR})")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the leaderboard JSON to FILE")
     p.add_argument("--force", action="store_true", help="retrain everything instead of reusing finished folds")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
@@ -79,9 +78,9 @@ def run(args: argparse.Namespace) -> int:
     )
     doc = run_plan(plan, plugins, Progress(quiet=args.quiet))
 
-    from lusbench.leaderboard import render, write_leaderboard
+    from lusbench.leaderboard import stdout_console, table_renderable, write_leaderboard
 
     if args.json:
         write_leaderboard(doc, args.json)
-    print(render(doc, "table"))
+    stdout_console().print(table_renderable(doc))
     return 0
