@@ -114,22 +114,42 @@ def oof_predictions(make_estimator: Callable[[int], Any], x: np.ndarray, y: np.n
     ``(n, len(classes))`` probabilities in ``classes`` order; a training side that holds a single class cannot
     be fitted, and its test rows get probability 1 for that class.
     """
+    from threadpoolctl import threadpool_limits
+
     out = []
-    for r, repeat in enumerate(splits):
-        pred = np.full(len(y) if classes is None else (len(y), len(classes)), np.nan)
-        for f, (train, test) in enumerate(repeat):
-            if classes is not None and len(seen := np.unique(y[train])) < 2:
-                pred[test] = (classes == seen[0]).astype(float)
-                continue
-            model = make_estimator(derived_seed(seed, r, f)).fit(x[train], y[train])
-            if classes is None:
-                pred[test] = model.predict(x[test])
-            else:
-                proba = np.zeros((len(test), len(classes)))
-                proba[:, np.searchsorted(classes, model.classes_)] = model.predict_proba(x[test])
-                pred[test] = proba
-        out.append(pred)
+    # Models this small gain nothing from BLAS threads, and on a busy machine threads waiting for each
+    # other make the fits several times slower.
+    with threadpool_limits(limits=1):
+        for r, repeat in enumerate(splits):
+            pred = np.full(len(y) if classes is None else (len(y), len(classes)), np.nan)
+            for f, (train, test) in enumerate(repeat):
+                if classes is not None and len(seen := np.unique(y[train])) < 2:
+                    pred[test] = (classes == seen[0]).astype(float)
+                    continue
+                model = make_estimator(derived_seed(seed, r, f)).fit(x[train], y[train])
+                if classes is None:
+                    pred[test] = model.predict(x[test])
+                else:
+                    proba = np.zeros((len(test), len(classes)))
+                    proba[:, np.searchsorted(classes, model.classes_)] = model.predict_proba(x[test])
+                    pred[test] = proba
+            out.append(pred)
     return out
+
+
+def fold_mean(metric: Callable[[np.ndarray, np.ndarray], float], y: np.ndarray, pred: np.ndarray, fold: np.ndarray) -> float:
+    """Mean over folds of ``metric(y, pred)`` on each fold's rows; NaN when no fold defines it.
+
+    Rank and correlation metrics (AUROC, average precision, Pearson r) must be computed within one model's
+    predictions: pooling the folds' predictions ranks rows of different models against each other, and each
+    fold's model leans towards its training prevalence or mean, which is off in the direction opposite to its
+    test rows; that drags a pooled AUROC well below 0.5 at chance with few positives (Forman & Scholz 2010,
+    "Apples-to-apples in cross-validation studies"). A fold whose ``y`` holds a single value (one class, a
+    constant target) does not define such a metric and is left out, as is a NaN value.
+    """
+    values = [metric(y[fold == f], pred[fold == f]) for f in np.unique(fold) if len(np.unique(y[fold == f])) > 1]
+    values = [v for v in values if np.isfinite(v)]
+    return float(np.mean(values)) if values else float("nan")
 
 
 class SupervisedTask(DownstreamTask):
@@ -139,8 +159,8 @@ class SupervisedTask(DownstreamTask):
     per patient, from the patient features whose prefix is in ``patient_prefixes``), ``column``,
     ``classification``, and implement :meth:`make_estimator` and :meth:`score`; :meth:`targets` (to derive the
     target from the column) and :meth:`design` (to choose the features) may be overridden. Rows are the table's rows with a
-    finite value in ``column``; every row is predicted out of fold in every repeat, and each repeat is scored
-    once on its pooled out-of-fold predictions (so a test fold with one class does not make a metric undefined).
+    finite value in ``column``; every row is predicted out of fold in every repeat, and :meth:`score` sees the
+    repeat's out-of-fold predictions of all rows with the fold of each row.
     """
 
     table: str = "visits"
@@ -152,8 +172,9 @@ class SupervisedTask(DownstreamTask):
         """A fresh unfitted scikit-learn estimator (a Pipeline, usually; inputs may contain NaN)."""
         raise NotImplementedError(f"{type(self).__name__} must implement make_estimator()")
 
-    def score(self, y: np.ndarray, pred: np.ndarray, classes: np.ndarray | None) -> dict[str, float]:
-        """Full metric name -> value for one repeat's out-of-fold ``pred`` (values, or probabilities per class)."""
+    def score(self, y: np.ndarray, pred: np.ndarray, fold: np.ndarray, classes: np.ndarray | None) -> dict[str, float]:
+        """Full metric name -> value for one repeat: out-of-fold ``pred`` (values, or probabilities per class in
+        ``classes`` order) of every row, and ``fold``, the fold that predicted each row (see :func:`fold_mean`)."""
         raise NotImplementedError(f"{type(self).__name__} must implement score()")
 
     def targets(self, dataset: LUSDataset) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -194,7 +215,11 @@ class SupervisedTask(DownstreamTask):
         x = self.design(features, patient, visit)
         classes = np.unique(y) if self.classification else None
         result: dict[str, list[float]] = {m.name: [] for m in self.metric_defs()}
-        for pred in oof_predictions(self.make_estimator, x, y, splits, seed=seed, classes=classes):
-            for name, value in self.score(y, pred, classes).items():
+        for repeat, pred in zip(splits, oof_predictions(self.make_estimator, x, y, splits, seed=seed, classes=classes),
+                                strict=True):
+            fold = np.empty(len(y), dtype=np.int64)
+            for f, (_, test) in enumerate(repeat):
+                fold[test] = f
+            for name, value in self.score(y, pred, fold, classes).items():
                 result[name].append(float(value))
         return result

@@ -130,9 +130,7 @@ def test_features_shuffled_across_patients_are_at_chance(registry):
         return float(np.mean([_mean(registry.create(f"{name}:repeats=2").evaluate(c, ds, seed=0)[metric]) for c in controls]))
 
     assert null_mean("sf-ratio", "sf_ratio.r2") < 0.05
-    # Pooled out-of-fold regression at chance correlates slightly negatively (each fold's prediction leans
-    # towards its training mean, which is off in the direction opposite to the held-out patients).
-    assert null_mean("sf-ratio", "sf_ratio.pearson_r") < 0.1
+    assert abs(null_mean("sf-ratio", "sf_ratio.pearson_r")) < 0.12
     assert abs(null_mean("sf-change", "sf_change.auroc") - 0.5) < 0.08
     assert abs(null_mean("sf-change", "sf_change.balanced_accuracy") - 0.5) < 0.08
     assert abs(null_mean("readmission-30d", "readmission_30d.auroc") - 0.5) < 0.1
@@ -213,3 +211,40 @@ def test_gbm_option_runs_and_finds_the_signal(registry, planted, name):
     score = {"sf-ratio": "sf_ratio_gbm.r2", "sf-change": "sf_change_gbm.auroc",
              "readmission-30d": "readmission_30d_gbm.auroc"}[name]
     assert _mean(result[score]) > 0.7
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    return load_plugins().datasets.create
+
+
+def test_tasks_run_on_the_synthetic_dataset(registry, synthetic):
+    ds = synthetic("synthetic-lus:patients=30,size=32")
+    features = compute_features(ds.true_masks.astype(np.float32), ds)
+    for name in TASKS:
+        task = registry.create(name)
+        assert task.skip_reason(ds) is None
+        result = task.evaluate(features, ds, seed=0)
+        assert set(result) == set(METRICS[name]) and all(np.isfinite(v).all() for v in result.values())
+
+
+@pytest.mark.slow
+def test_true_masks_beat_chance_on_the_default_synthetic_dataset_and_shuffled_features_do_not(registry, synthetic):
+    ds = synthetic("synthetic-lus")
+    features = compute_features(ds.true_masks.astype(np.float32), ds)
+    real = {name: {k: _mean(v) for k, v in registry.create(name).evaluate(features, ds, seed=0).items()} for name in TASKS}
+    base_rate = float(np.mean(ds.patients["readmission_30d"]))
+    assert real["sf-ratio"]["sf_ratio.r2"] > 0.5
+    assert real["sf-change"]["sf_change.auroc"] > 0.75 and real["sf-change"]["sf_change.balanced_accuracy"] > 0.65
+    # The simulator's readmission depends on a latent risk the images do not show, so its ceiling is low.
+    assert real["readmission-30d"]["readmission_30d.auroc"] > 0.55
+    assert real["readmission-30d"]["readmission_30d.auprc"] > base_rate + 0.05
+    controls = [shuffle_patients(features, s) for s in range(8)]
+
+    def null_mean(name: str, metric: str) -> float:
+        return float(np.mean([_mean(registry.create(f"{name}:repeats=2").evaluate(c, ds, seed=0)[metric]) for c in controls]))
+
+    assert null_mean("sf-ratio", "sf_ratio.r2") < 0.05
+    assert abs(null_mean("sf-ratio", "sf_ratio.pearson_r")) < 0.15
+    assert abs(null_mean("sf-change", "sf_change.auroc") - 0.5) < 0.12
+    assert abs(null_mean("readmission-30d", "readmission_30d.auroc") - 0.5) < 0.12

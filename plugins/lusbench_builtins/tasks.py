@@ -18,7 +18,7 @@ import numpy as np
 
 import lusbench
 from lusbench.metricdefs import MetricDef
-from lusbench.tasks import SupervisedTask
+from lusbench.tasks import SupervisedTask, fold_mean
 
 if TYPE_CHECKING:
     from lusbench.dataset import LUSDataset
@@ -103,15 +103,13 @@ class SFRatioTask(ClinicalTask):
         ("pearson_r", True, "S/F ratio: Pearson correlation of prediction and truth"),
     )
 
-    def score(self, y: np.ndarray, pred: np.ndarray, classes: np.ndarray | None) -> dict[str, float]:
+    def score(self, y: np.ndarray, pred: np.ndarray, fold: np.ndarray, classes: np.ndarray | None) -> dict[str, float]:
         from sklearn.metrics import r2_score
 
         error = pred - y
-        # Correlation with a constant prediction is undefined, not 0.
-        pearson = float(np.corrcoef(y, pred)[0, 1]) if np.std(pred) > 0 and np.std(y) > 0 else float("nan")
         p = self.prefix
         return {f"{p}.mae": np.abs(error).mean(), f"{p}.rmse": np.sqrt((error**2).mean()),
-                f"{p}.r2": r2_score(y, pred), f"{p}.pearson_r": pearson}
+                f"{p}.r2": r2_score(y, pred), f"{p}.pearson_r": fold_mean(_pearson, y, pred, fold)}
 
 
 class SFChangeTask(ClinicalTask):
@@ -131,15 +129,17 @@ class SFChangeTask(ClinicalTask):
         ("f1", True, "S/F change: F1 of class 1 (improved); macro F1 with more than two classes"),
     )
 
-    def score(self, y: np.ndarray, pred: np.ndarray, classes: np.ndarray | None) -> dict[str, float]:
+    def score(self, y: np.ndarray, pred: np.ndarray, fold: np.ndarray, classes: np.ndarray | None) -> dict[str, float]:
         from sklearn.metrics import balanced_accuracy_score, f1_score, roc_auc_score
 
+        # Hard-label metrics pool the folds' predictions (Forman & Scholz's recommendation for F1); AUROC is a
+        # rank metric and is averaged over folds (lusbench.tasks.fold_mean).
         label = classes[pred.argmax(axis=1)]
         if len(classes) == 2:
-            auroc = roc_auc_score(y, pred[:, 1])
+            auroc = fold_mean(lambda t, q: roc_auc_score(t, q[:, 1]), y, pred, fold)
             f1 = f1_score(y, label, pos_label=classes[1], zero_division=0.0)
         else:
-            auroc = roc_auc_score(y, pred, multi_class="ovr", labels=classes)
+            auroc = fold_mean(lambda t, q: roc_auc_score(t, q, multi_class="ovr", labels=classes), y, pred, fold)
             f1 = f1_score(y, label, average="macro", zero_division=0.0)
         p = self.prefix
         return {f"{p}.auroc": auroc, f"{p}.balanced_accuracy": balanced_accuracy_score(y, label), f"{p}.f1": f1}
@@ -166,13 +166,19 @@ class ReadmissionTask(ClinicalTask):
             return "patients.readmission_30d must be 0 or 1"
         return reason
 
-    def score(self, y: np.ndarray, pred: np.ndarray, classes: np.ndarray | None) -> dict[str, float]:
+    def score(self, y: np.ndarray, pred: np.ndarray, fold: np.ndarray, classes: np.ndarray | None) -> dict[str, float]:
         from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
         p1 = pred[:, 1]
         p = self.prefix
-        return {f"{p}.auroc": roc_auc_score(y, p1), f"{p}.auprc": average_precision_score(y, p1),
+        return {f"{p}.auroc": fold_mean(roc_auc_score, y, p1, fold),
+                f"{p}.auprc": fold_mean(average_precision_score, y, p1, fold),
                 f"{p}.brier": brier_score_loss(y, p1)}
+
+
+def _pearson(y: np.ndarray, pred: np.ndarray) -> float:
+    # Correlation with a constant prediction is undefined, not 0.
+    return float(np.corrcoef(y, pred)[0, 1]) if np.std(pred) > 0 else float("nan")
 
 
 def sf_ratio(model: str = "linear", repeats: str = str(DEFAULT_REPEATS), folds: str = str(DEFAULT_FOLDS)) -> SFRatioTask:
