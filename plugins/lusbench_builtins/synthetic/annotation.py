@@ -71,6 +71,7 @@ def annotate(scene: Scene, lines: Lines, seen: E.Visibility, grid: Grid, exponen
     ``exponents`` is (n, R): the style exponent of each frame's raters.
     """
     n_raters = exponents.shape[1]
+    share = np.float32(config.confidence_scale / n_raters)  # each rater's part of the confidence scale
     total = None
     for r in range(n_raters):
         noticed = _notice(scene, seen, config, rng)
@@ -80,11 +81,11 @@ def annotate(scene: Scene, lines: Lines, seen: E.Visibility, grid: Grid, exponen
             np.greater_equal(rating, MASK_LEVEL, out=rater_masks[:, r])
         if config.confidence_source == "agreement":
             rating = (rating >= MASK_LEVEL).astype(np.float32)
+        rating *= share
         if total is None:
             total = rating
         else:
             total += rating
-    total *= np.float32(config.confidence_scale / n_raters)
     np.copyto(confidence, np.rint(total, out=total), casting="unsafe")
 
 

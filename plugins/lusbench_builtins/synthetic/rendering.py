@@ -61,7 +61,7 @@ def _line(where: Band, sd: np.ndarray) -> np.ndarray:
 
 
 def render(scene: Scene, lines: Lines, grid: Grid, config: SyntheticConfig, speckle_db: np.ndarray) -> np.ndarray:
-    """(n, H, W) float32 display brightness in [0, 1]."""
+    """(n, H, W) uint8 B-mode image."""
     y = grid.y
     d, top = scene.pleura_depth, scene.lung_top
     sd = scene.pleura_sd
@@ -243,7 +243,7 @@ class SpeckleBank:
     drawing fresh noise for every frame.
     """
 
-    FIELDS = 8
+    FIELDS = 4
 
     def __init__(self, height: int, width: int, rng: np.random.Generator) -> None:
         self.height, self.width = height, width
@@ -269,9 +269,11 @@ class SpeckleBank:
 
 
 def _b_mode(echo: np.ndarray, speckle_db: np.ndarray, config: SyntheticConfig) -> np.ndarray:
-    """Multiplicative speckle and log compression; returns display brightness in [0, 1]."""
-    db = np.log10(echo, out=echo)
-    db *= np.float32(10.0 / config.dynamic_range)
-    db += speckle_db * np.float32(1.0 / config.dynamic_range)
-    db += np.float32(1.0)
-    return np.clip(db, 0.0, 1.0, out=db)
+    """Multiplicative speckle and log compression to uint8 grey levels: 0 dB (the pleural line) is 255, and
+    ``-dynamic_range`` dB is 0."""
+    grey = np.log10(echo, out=echo)
+    grey *= np.float32(10.0 * 255.0 / config.dynamic_range)
+    grey += speckle_db * np.float32(255.0 / config.dynamic_range)
+    grey += np.float32(255.0)
+    np.clip(grey, 0.0, 255.0, out=grey)
+    return np.rint(grey, out=grey).astype(np.uint8)

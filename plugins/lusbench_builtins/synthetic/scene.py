@@ -95,8 +95,8 @@ def sample_scenes(config: SyntheticConfig, severity: np.ndarray, zone_position: 
     wobble = (0.002 + 0.01 * s) * smooth_noise(rng, n, width, 0.04)
     pleura_depth = base_depth + tilt * (x - 0.5) + wobble
     pleura_sd = np.maximum(0.003 + 0.008 * s[:, 0], 0.45 / height)
-    gaps = _sigmoid((smooth_noise(rng, n, width, 0.04) - (2.6 - 2.4 * s)) / 0.25)
-    pleura_echo = rng.uniform(0.85, 1.0, (n, 1)) * (1.0 - 0.85 * gaps)
+    gaps = _sigmoid((smooth_noise(rng, n, width, 0.04) - (2.8 - 2.0 * s)) / 0.1)
+    pleura_echo = rng.uniform(0.85, 1.0, (n, 1)) * (1.0 - gaps)
 
     # Ribs: none, one at a side, or two framing the intercostal space (the "bat sign").
     n_ribs = rng.choice(3, size=n, p=[0.25, 0.35, 0.4])

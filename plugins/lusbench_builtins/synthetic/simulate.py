@@ -47,13 +47,13 @@ def simulate(config: SyntheticConfig) -> LUSDataset:
         if sector is None:  # linear probe: beams are image columns, write in place
             annotate(scene, lines, seen, grid, exponents[raters[cohort.patient[part]]], config, rng,
                      confidence[part], None if rater_masks is None else rater_masks[part])
-            images[part] = np.rint(image * 255.0)
+            images[part] = image
             truth[part] = true_masks(scene, lines, seen, grid)
         else:
             levels = np.empty_like(confidence[part])
             masks = None if rater_masks is None else np.empty_like(rater_masks[part])
             annotate(scene, lines, seen, grid, exponents[raters[cohort.patient[part]]], config, rng, levels, masks)
-            images[part] = sector.convert(np.rint(image * 255.0))
+            images[part] = sector.convert(image)
             truth[part] = sector.convert(true_masks(scene, lines, seen, grid))
             confidence[part] = sector.convert(levels)
             if masks is not None:
