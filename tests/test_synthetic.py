@@ -54,10 +54,16 @@ def test_contract_dtypes_and_compact_confidence(data):
     assert data.name == "synthetic-lus:patients=80,size=64"
 
 
-@pytest.mark.parametrize("name", ["b_lines", "consolidation", "effusion", "pleural_line"])
+@pytest.mark.parametrize("name", ["b_lines", "consolidation", "effusion"])
 def test_finding_area_rises_with_severity(data, name):
     area = data.true_masks[:, CLASS[name]].mean(axis=(1, 2))
     assert spearmanr(data.frame_info["severity"], area)[0] > 0.5
+
+
+def test_pleural_line_thickens_with_severity(data):
+    line = data.true_masks[:, CLASS["pleural_line"]]
+    thickness = line.sum(axis=(1, 2)) / np.maximum(line.any(axis=1).sum(axis=1), 1)
+    assert spearmanr(data.frame_info["severity"], thickness)[0] > 0.5
 
 
 def test_a_lines_fade_with_severity(data):
