@@ -17,9 +17,10 @@ import sqlite3
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 SCHEMA_VERSION = 1
 DB_NAME = "results.sqlite"
@@ -122,6 +123,8 @@ class ResultsStore:
         return self.artifact_dir / f"{key.digest()}{suffix}"
 
     def save_arrays(self, key: RecordKey, **arrays: np.ndarray) -> Path:
+        import numpy as np
+
         path = self.artifact_path(key, ".npz")
         buffer = io.BytesIO()
         np.savez_compressed(buffer, **arrays)
@@ -129,6 +132,8 @@ class ResultsStore:
         return path
 
     def load_arrays(self, key: RecordKey) -> dict[str, np.ndarray]:
+        import numpy as np
+
         with np.load(self.artifact_path(key, ".npz")) as data:
             return {name: data[name] for name in data.files}
 
