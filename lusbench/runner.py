@@ -95,8 +95,8 @@ def run(plan: RunPlan, plugins: Plugins, progress: Progress) -> dict[str, Any]:
     except TypeError as exc:
         raise UserError(f"training settings: {exc}") from None
     device = training.resolve_device(plan.device)
-    environment = environment_info(device)
-    env_key = short_hash({k: environment[k] for k in ("lusbench", "torch", "device")})
+    environment = environment_info(device, plugins)
+    env_key = short_hash({k: environment[k] for k in ("lusbench", "torch", "device", "code")})
     cell_config = {
         "dataset": dataset.name,
         "model": builder.name,
@@ -143,7 +143,7 @@ def run(plan: RunPlan, plugins: Plugins, progress: Progress) -> dict[str, Any]:
     return doc
 
 
-def environment_info(device: Any) -> dict[str, Any]:
+def environment_info(device: Any, plugins: Plugins) -> dict[str, Any]:
     import torch
 
     info = {
@@ -152,10 +152,34 @@ def environment_info(device: Any) -> dict[str, Any]:
         "device": device.type,
         "platform": platform.platform(),
         "python": platform.python_version(),
+        "plugins": {p.name: p.source for p in plugins.loaded if p.error is None},
+        "code": code_fingerprint(plugins),
     }
     if device.type == "cuda":
         info["device_name"] = torch.cuda.get_device_name(device)
     return info
+
+
+def code_fingerprint(plugins: Plugins) -> str:
+    """Hash of the source of lusbench and of every loaded plugin module.
+
+    Part of the environment key, so results computed by other code (an edited plugin, a new release of a
+    dataset package) are never reused, even when no version number changed.
+    """
+    import lusbench
+
+    roots = {Path(lusbench.__file__).parent}
+    for module in plugins.manager.get_plugins():
+        source = getattr(module, "__file__", None)
+        if source:
+            path = Path(source)
+            roots.add(path.parent if path.name == "__init__.py" else path)
+    digest = hashlib.sha256()
+    for root in sorted(roots):
+        for file in sorted(root.rglob("*.py")) if root.is_dir() else [root]:
+            digest.update(str(file.relative_to(root.parent)).encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def _metric_defs(dataset: LUSDataset, tasks: list[Any]) -> list[MetricDef]:
