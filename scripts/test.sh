@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 .venv/bin/ruff check .
-.venv/bin/python -m pytest -q "$@"
+.venv/bin/python -m pytest -q -m "slow or not slow" "$@"
 out=$(mktemp -d)
 .venv/bin/lusbench run --preset quick --strategy threshold:0.5 --strategy threshold:0.6 --strategy soft --strategy weighted \
   --out "$out/run" --json "$out/leaderboard.json"
