@@ -1,11 +1,13 @@
 """`lusbench data preview|validate|export`: errors through a real process, the rest through ``main`` in-process."""
 
+import argparse
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from lusbench.cli import main
+from lusbench.cli import build_parser, main
 from lusbench.plugins import load_plugins
 from tests.conftest import run_cli
 
@@ -132,3 +134,16 @@ def test_export_into_a_missing_directory_fails_cleanly(tmp_path, capsys):
 def test_data_needs_an_action():
     proc = run_cli("data")
     assert proc.returncode == 2 and "ACTION" in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_every_data_flag_is_documented():
+    page = (Path(__file__).resolve().parents[1] / "docs" / "cli" / "data.md").read_text()
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    actions = next(a for a in commands["data"]._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert set(actions) == {"preview", "validate", "export"}
+    for name, parser in actions.items():
+        assert f"## `data {name}`" in page
+        for action in parser._actions:
+            for flag in action.option_strings:
+                if flag.startswith("--") and flag != "--help":
+                    assert f"`{flag}" in page, f"docs/cli/data.md does not document {name} {flag}"

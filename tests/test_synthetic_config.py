@@ -1,8 +1,10 @@
 """synthetic-lus spec arguments: parsing, range checks, one-line errors naming the key, the canonical name."""
 
 from dataclasses import fields
+from pathlib import Path
 
 import pytest
+from lusbench_builtins.synthetic import annotation, echo
 from lusbench_builtins.synthetic.config import SyntheticConfig, config_from_args, parameter_docs
 
 
@@ -61,3 +63,13 @@ def test_every_parameter_has_a_range_and_a_description():
             assert f.default in f.metadata["choices"]
         else:
             assert f.metadata["low"] <= f.default <= f.metadata["high"], f.name
+
+
+def test_model_card_documents_every_parameter_and_constant_with_its_value():
+    card = " ".join((Path(__file__).resolve().parents[1] / "docs" / "synthetic-dataset.md").read_text().split())
+    for f in fields(SyntheticConfig):
+        assert f"| `{f.name}` | `{f.default}` |" in card, f"model card lacks the parameter {f.name} (default {f.default})"
+    for module in (echo, annotation):
+        for name, value in vars(module).items():
+            if name.isupper() and isinstance(value, float):
+                assert f"`{name}` {value!r}" in card, f"model card lacks the constant {name} = {value!r}"
