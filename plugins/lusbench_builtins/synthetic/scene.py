@@ -67,6 +67,7 @@ class Scene:
 
     @property
     def b_line_count(self) -> np.ndarray:
+        """(n,) number of B-lines in each frame."""
         return (self.b_amp > 0).sum(axis=1)
 
 
@@ -119,6 +120,7 @@ def sample_scenes(config: SyntheticConfig, severity: np.ndarray, zone_position: 
     start = rng.uniform(0.0, 0.5, (n, 1))
     ramp = np.clip((x - start) / 0.3, 0.0, 1.0) ** 0.7
     ramp = np.where(rng.random((n, 1)) < 0.5, ramp, ramp[:, ::-1])
+    # At least a quarter of the depth stays for the lung under the fluid.
     effusion = np.minimum(thickness * ramp, LUNG_BOTTOM - 0.25 - pleura_depth) * has_effusion[:, None]
     effusion = np.maximum(effusion, 0.0)
 
