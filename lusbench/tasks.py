@@ -167,6 +167,9 @@ class SupervisedTask(DownstreamTask):
     column: str = ""
     classification: bool = False
     patient_prefixes: tuple[str, ...] = ("first", "last", "change")
+    #: Fewest patients (in each class, for classification) the task runs on. Fewer are too few to learn from
+    #: or to score (an AUROC over three positives is noise), so the task is skipped. At least 2 (two folds).
+    min_patients: int = 5
 
     def make_estimator(self, random_state: int) -> Any:
         """A fresh unfitted scikit-learn estimator (a Pipeline, usually; inputs may contain NaN)."""
@@ -195,10 +198,16 @@ class SupervisedTask(DownstreamTask):
         if not dataset.has_column(self.table, self.column):
             return f"dataset has no {self.table}.{self.column}"
         y, patient, _ = self.targets(dataset)
-        if effective_folds(patient, self.folds, y if self.classification else None) < 2:
-            if self.classification:
-                return f"{self.table}.{self.column} needs two classes with at least two patients each"
-            return f"{self.table}.{self.column} is known for fewer than two patients"
+        where = f"{self.table}.{self.column}"
+        if not self.classification:
+            n = len(np.unique(patient))
+            return f"{where} is known for {n} patients, fewer than {self.min_patients}" if n < self.min_patients else None
+        counts = {c: len(np.unique(patient[y == c])) for c in np.unique(y)}
+        if len(counts) < 2:
+            return f"{where} has a single class"
+        rare = min(counts, key=counts.__getitem__)
+        if counts[rare] < self.min_patients:
+            return f"{where} has {counts[rare]} patients in class {rare:g}, fewer than {self.min_patients}"
         return None
 
     def splits(self, dataset: LUSDataset, seed: int) -> Splits:

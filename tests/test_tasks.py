@@ -137,17 +137,21 @@ def test_features_shuffled_across_patients_are_at_chance(registry):
 
 
 def test_skip_reasons_name_the_missing_field(registry):
-    ds = planted_dataset(patients=8, zones=1)
+    ds = planted_dataset(patients=10, zones=1)
     bare = dataclasses.replace(ds, visits=None, patients={"patient": ds.patients["patient"]})
     assert registry.create("sf-ratio").skip_reason(bare) == "dataset has no visits.sf_ratio"
     assert registry.create("sf-change").skip_reason(bare) == "dataset has no patients.sf_change"
     assert registry.create("readmission-30d").skip_reason(bare) == "dataset has no patients.readmission_30d"
-    one_class = dataclasses.replace(ds, patients={**ds.patients, "readmission_30d": np.zeros(8, np.int32)})
-    assert "needs two classes with at least two patients each" in registry.create("readmission-30d").skip_reason(one_class)
-    not_binary = dataclasses.replace(ds, patients={**ds.patients, "readmission_30d": np.arange(8) % 3})
+    one_class = dataclasses.replace(ds, patients={**ds.patients, "readmission_30d": np.zeros(10, np.int32)})
+    assert registry.create("readmission-30d").skip_reason(one_class) == "patients.readmission_30d has a single class"
+    rare = dataclasses.replace(ds, patients={**ds.patients, "readmission_30d": (np.arange(10) < 4).astype(np.int32)})
+    assert (registry.create("readmission-30d").skip_reason(rare)
+            == "patients.readmission_30d has 4 patients in class 1, fewer than 5")
+    not_binary = dataclasses.replace(ds, patients={**ds.patients, "readmission_30d": np.arange(10) % 2 * 2})
     assert registry.create("readmission-30d").skip_reason(not_binary) == "patients.readmission_30d must be 0 or 1"
-    lone = planted_dataset(patients=1, zones=1)
-    assert "fewer than two patients" in registry.create("sf-ratio").skip_reason(lone)
+    few = planted_dataset(patients=4, zones=1)
+    assert registry.create("sf-ratio").skip_reason(few) == "visits.sf_ratio is known for 4 patients, fewer than 5"
+    assert registry.create("sf-ratio").skip_reason(ds) is None
     # evaluate on data that cannot be cross-validated answers NaN rather than crashing.
     result = registry.create("readmission-30d").evaluate(compute_features(ds.true_masks.astype(np.float32), ds),
                                                           one_class, seed=0)
@@ -155,12 +159,15 @@ def test_skip_reasons_name_the_missing_field(registry):
 
 
 def test_small_data_reduces_folds_and_stays_finite(registry):
-    # 6 patients, readmission in exactly 2 of them: folds drop to 2, so every training side holds both classes.
-    ds = planted_dataset(patients=6, zones=2, seed=4)
-    ds = dataclasses.replace(ds, patients={**ds.patients, "readmission_30d": np.array([1, 0, 0, 1, 0, 0], np.int32)})
-    task = registry.create("readmission-30d")
+    # 12 patients, readmission in exactly 5: 8 folds drop to 5, so every test fold holds both classes.
+    ds = planted_dataset(patients=12, zones=2, seed=4)
+    ds = dataclasses.replace(ds, patients={**ds.patients, "readmission_30d": (np.arange(12) < 5).astype(np.int32)})
+    task = registry.create("readmission-30d:folds=8")
     assert task.skip_reason(ds) is None
-    assert all(len(repeat) == 2 for repeat in task.splits(ds, seed=0))
+    splits = task.splits(ds, seed=0)
+    assert all(len(repeat) == 5 for repeat in splits)
+    y = ds.patients["readmission_30d"]
+    assert all(set(y[test]) == {0, 1} for repeat in splits for _, test in repeat)
     result = task.evaluate(compute_features(ds.true_masks.astype(np.float32), ds), ds, seed=0)
     assert all(np.isfinite(v).all() for v in result.values())
 
@@ -219,7 +226,7 @@ def synthetic():
 
 
 def test_tasks_run_on_the_synthetic_dataset(registry, synthetic):
-    ds = synthetic("synthetic-lus:patients=30,size=32")
+    ds = synthetic("synthetic-lus:size=32")  # the default cohort, small images
     features = compute_features(ds.true_masks.astype(np.float32), ds)
     for name in TASKS:
         task = registry.create(name)
