@@ -127,10 +127,11 @@ def _misjudge_extent(scene: Scene, config: SyntheticConfig, rng: np.random.Gener
     def shift(taper: np.ndarray) -> np.ndarray:
         return (rng.normal(0.0, config.extent_sd, taper.shape) * taper).astype(np.float32)
 
-    half = E.B_LINE_HALF_WIDTH * scene.b_width
-    b_width = np.maximum(half + shift(np.minimum(config.taper, 2.0 * half)), 0.0) / E.B_LINE_HALF_WIDTH
-    half = E.B_LINE_HALF_WIDTH * scene.streak_width
-    streak_width = np.maximum(half + shift(np.minimum(config.taper, 2.0 * half)), 0.0) / E.B_LINE_HALF_WIDTH
+    half = E.HWHM * scene.b_width
+    b_width = np.maximum(half + shift(np.minimum(config.taper, 2.0 * half)), 0.0) / E.HWHM
+    half = E.HWHM * scene.streak_width
+    streak_width = np.maximum(half + shift(np.minimum(config.taper, 2.0 * half)), 0.0) / E.HWHM
+
     def thicker(thickness: np.ndarray) -> np.ndarray:
         """A per-column thickness moved by one shift per frame, in units of min(taper, thickness)."""
         moved = thickness + shift(np.full((len(thickness), 1), config.taper)) * np.minimum(1.0, thickness / config.taper)
@@ -195,7 +196,7 @@ def _rate(scene: Scene, lines: Lines, seen: E.Visibility, noticed: Noticed, expo
 
 def _columns(x: np.ndarray, centre: np.ndarray, sd: np.ndarray, taper: float) -> np.ndarray:
     """(n, objects, W) membership of each column in each vertical object (its full width at half maximum)."""
-    half = E.B_LINE_HALF_WIDTH * sd[:, :, None]
+    half = E.HWHM * sd[:, :, None]
     return membership(half - np.abs(x[:, None, :] - centre[:, :, None]), np.minimum(taper, 2.0 * half))
 
 

@@ -89,11 +89,6 @@ def _format(value: Any) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
-def parameter_docs() -> dict[str, str]:
-    """Field name -> one-line description, in declaration order."""
-    return {f.name: f.metadata["doc"] for f in fields(SyntheticConfig)}
-
-
 def config_from_args(*args: str, **kwargs: Any) -> SyntheticConfig:
     """Build a config from spec arguments (strings, or values of the field's type); ValueError names the bad key."""
     if args:

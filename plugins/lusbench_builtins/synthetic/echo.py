@@ -29,7 +29,7 @@ RIB_ECHO = 0.9  # the rib's cortex
 RIB_SHADOW = 0.01  # fraction of the echo left below a rib
 SHADOW_START = 0.01  # the shadow starts this far below the rib surface
 LINE_CONTRAST_MIN = 0.5  # the pleural line and A-lines are truly present where their contrast g reaches this
-B_LINE_HALF_WIDTH = 1.18  # a B-line's mask: its full width at half maximum, in units of its Gaussian SD
+HWHM = 1.18  # a Gaussian's half width at half maximum, in SDs: the edge of a line's or a B-line's mask
 STREAK_REACH = 2.0  # a Z-line streak's extent below the pleura, in units of its fading length
 EFFUSION_MIN = 0.002  # thinner fluid (fraction of the height) is no effusion
 

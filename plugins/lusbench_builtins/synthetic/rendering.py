@@ -31,7 +31,7 @@ def _rows(profile: np.ndarray) -> np.ndarray:
 
 def half_width(scene: Scene, grid: Grid) -> np.ndarray:
     """(n,) half width at half maximum of the pleural line and its A-line echoes (at least half a pixel)."""
-    return np.maximum(1.18 * scene.pleura_sd, np.float32(0.5 / grid.height))
+    return np.maximum(E.HWHM * scene.pleura_sd, np.float32(0.5 / grid.height))
 
 
 @dataclass
@@ -169,7 +169,7 @@ def _darken_clusters(echo: np.ndarray, scene: Scene, grid: Grid) -> None:
         echo[frame[mine], r[mine], c[mine]] *= factor[mine]
 
 
-def streak_patches(scene: Scene, grid: Grid) -> tuple[np.ndarray, ...]:
+def _streak_patches(scene: Scene, grid: Grid) -> tuple[np.ndarray, ...]:
     """Pixels of each Z-line streak's window: frame, streak, row, col."""
     cols = int(np.ceil(3.0 * float(scene.streak_width.max(initial=0.0)) * grid.width)) + 1
     rows = int(np.ceil(E.STREAK_REACH * float(scene.streak_length.max(initial=0.0)) * grid.height)) + 2
@@ -179,7 +179,7 @@ def streak_patches(scene: Scene, grid: Grid) -> tuple[np.ndarray, ...]:
 
 
 def _add_streaks(echo: np.ndarray, scene: Scene, grid: Grid, surface_gain: np.ndarray) -> None:
-    frame, j, r, c = streak_patches(scene, grid)
+    frame, j, r, c = _streak_patches(scene, grid)
     across = ((c + 0.5) / grid.width - scene.streak_center[frame, j]) / scene.streak_width[frame, j]
     along = np.maximum((r + 0.5) / grid.height - scene.lung_top[frame, c], 0.0) / scene.streak_length[frame, j]
     value = (scene.streak_amp[frame, j] * surface_gain[frame, c] * np.exp(-0.5 * across**2 - along)).astype(np.float32)
@@ -206,7 +206,7 @@ def true_masks(scene: Scene, lines: Lines, seen: E.Visibility, grid: Grid) -> np
     for i, where in enumerate(lines.a_lines):
         inside = (np.abs(where.offset) <= where.pick_frame(hw)) & (where.pick(seen.a_line_contrast[:, i]) >= E.LINE_CONTRAST_MIN)
         out[where.frame[inside], 1, where.row[inside], where.col[inside]] = True
-    columns = b_line_columns(scene, grid)
+    columns = _b_line_columns(scene, grid)
     f = np.flatnonzero(columns.any(axis=1))
     out[f, 2] = (y >= top[f] + _rows(scene.consolidation[f])) & _rows(columns[f])
     f = np.flatnonzero(scene.consolidation.any(axis=1))
@@ -216,10 +216,10 @@ def true_masks(scene: Scene, lines: Lines, seen: E.Visibility, grid: Grid) -> np
     return out
 
 
-def b_line_columns(scene: Scene, grid: Grid) -> np.ndarray:
+def _b_line_columns(scene: Scene, grid: Grid) -> np.ndarray:
     """(n, W) bool: columns within the full width at half maximum of a B-line (not under a rib)."""
     z = (grid.x[:, 0, :][:, None, :] - scene.b_center[:, :, None]) / scene.b_width[:, :, None]
-    inside = (np.abs(z) <= E.B_LINE_HALF_WIDTH) & (scene.b_amp[:, :, None] > 0)
+    inside = (np.abs(z) <= E.HWHM) & (scene.b_amp[:, :, None] > 0)
     return inside.any(axis=1) & (scene.rib_cover < 0.5)
 
 
