@@ -4,6 +4,7 @@ import argparse
 import textwrap
 from pathlib import Path
 
+import matplotlib.image
 import numpy as np
 import pytest
 
@@ -41,13 +42,43 @@ BROKEN_TABLE = textwrap.dedent(
 )
 
 
+# A valid dataset plugin with neither true masks nor a latent severity.
+PLAIN = textwrap.dedent(
+    '''
+    import numpy as np
+    import lusbench
+    from lusbench.dataset import LUSDataset
+
+    def make(**kwargs):
+        """Four frames, labelled more and more."""
+        confidence = np.zeros((4, 5, 16, 16), np.uint8)
+        for i in range(4):
+            confidence[i, 2, :, : 4 * i] = 10
+        return LUSDataset(name="plain", images=np.full((4, 16, 16), 90, np.uint8), confidence=confidence,
+                          confidence_scale=10, patient=np.arange(4), visit=np.ones(4, int), zone=np.ones(4, int))
+
+    @lusbench.hookimpl
+    def register_datasets(register):
+        register("plain", make)
+    '''
+)
+
+
+def test_preview_of_a_dataset_without_truth_or_severity(tmp_path, capsys, monkeypatch):
+    (tmp_path / "plain_plugin.py").write_text(PLAIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "plain.png"
+    code, stdout, stderr = cli(capsys, "-p", "plain_plugin", "data", "preview", "plain", "--out", str(out), "--frames", "2")
+    assert code == 0, stderr
+    assert "(2 frames of plain)" in stdout
+    assert matplotlib.image.imread(out).shape[0] < 600  # two rows: no true-mask row
+
+
 def test_preview_writes_a_montage_png(tmp_path, capsys):
     out = tmp_path / "preview.png"
     code, stdout, stderr = cli(capsys, "data", "preview", SMALL, "--out", str(out), "--frames", "4")
     assert code == 0, stderr
     assert f"wrote {out} (4 frames of {SMALL})" in stdout
-    import matplotlib.image
-
     picture = matplotlib.image.imread(out)
     assert picture.shape[0] > 500 and picture.shape[1] > 700  # 3 rows x 4 frames
     assert picture[..., :3].std() > 0.1  # not a blank canvas
