@@ -144,14 +144,14 @@ def sample_scenes(config: SyntheticConfig, severity: np.ndarray, zone_position: 
     n_b = np.minimum(rng.poisson(config.b_line_rate * s[:, 0] ** 1.5), MAX_B_LINES)
     b_on = np.arange(MAX_B_LINES)[None, :] < n_b[:, None]
     b_center = rng.uniform(0.05, 0.95, (n, MAX_B_LINES))
-    b_width = (0.008 + 0.022 * s) * rng.uniform(0.7, 1.3, (n, MAX_B_LINES))
+    b_width = np.maximum((0.008 + 0.022 * s) * rng.uniform(0.7, 1.3, (n, MAX_B_LINES)), 0.45 / width)  # >= 1 column
     b_amp = rng.uniform(0.15, 0.45, (n, MAX_B_LINES)) * (0.6 + 0.4 * s) * b_on
 
     # Mimics: Z-line streaks (short, fading comet tails) and hypoechoic speckle clusters.
     n_streaks = np.minimum(rng.poisson(0.6 * config.mimic_rate, n), MAX_STREAKS)
     streak_on = np.arange(MAX_STREAKS)[None, :] < n_streaks[:, None]
     streak_center = rng.uniform(0.1, 0.9, (n, MAX_STREAKS))
-    streak_width = rng.uniform(0.005, 0.01, (n, MAX_STREAKS))
+    streak_width = np.maximum(rng.uniform(0.005, 0.01, (n, MAX_STREAKS)), 0.45 / width)
     streak_amp = rng.uniform(0.05, 0.2, (n, MAX_STREAKS)) * streak_on
     streak_length = rng.uniform(0.05, 0.15, (n, MAX_STREAKS))
     n_clusters = np.minimum(rng.poisson(0.4 * config.mimic_rate, n), MAX_CLUSTERS)
