@@ -63,9 +63,17 @@ class Plugins:
     def tasks(self) -> Registry:
         return self.registries["downstream_tasks"]
 
-    @property
-    def hook(self) -> Any:
-        return self.manager.hook
+    def notify(self, event: str, **kwargs: Any) -> None:
+        """Call event hook ``event`` on every plugin implementing it.
+
+        An exception in a plugin aborts the command with a one-line :class:`PluginError` naming the plugin.
+        """
+        for impl in getattr(self.manager.hook, event).get_hookimpls():
+            name = self.manager.get_name(impl.plugin) or repr(impl.plugin)
+            try:
+                impl.function(**{arg: kwargs[arg] for arg in impl.argnames})
+            except Exception as exc:  # noqa: BLE001 - reported as the plugin's failure, not lusbench's
+                raise PluginError(f"plugin '{name}' failed in {event}: {type(exc).__name__}: {_first_line(exc)}") from None
 
 
 def _truthy(value: str | None) -> bool:

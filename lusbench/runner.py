@@ -125,9 +125,8 @@ def run(plan: RunPlan, plugins: Plugins, progress: Progress) -> dict[str, Any]:
         "frame_patient": dataset.patient.tolist(),
         "metric_defs": [m.to_json() for m in _metric_defs(dataset, runnable)],
     }
-    plugins.hook.run_started(config=config, run_dir=plan.run_dir)
-
     with ResultsStore(plan.run_dir) as store:
+        plugins.notify("run_started", config=config, run_dir=plan.run_dir)
         store.set_meta(MANIFEST, manifest)
         keys = _Keys(dataset.name, builder.name, cell_hash, env_key)
         grid = _Grid(plan, dataset, builder, strategies, runnable, train_config, device, environment, keys, store, progress)
@@ -139,7 +138,7 @@ def run(plan: RunPlan, plugins: Plugins, progress: Progress) -> dict[str, Any]:
 
     doc = build_leaderboard(results)
     write_leaderboard(doc, plan.run_dir / LEADERBOARD_FILE)
-    plugins.hook.run_finished(leaderboard=doc, run_dir=plan.run_dir)
+    plugins.notify("run_finished", leaderboard=doc, run_dir=plan.run_dir)
     return doc
 
 

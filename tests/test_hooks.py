@@ -147,3 +147,18 @@ def test_bad_outside_dataset_argument_is_one_line(tmp_path):
                    "--model", "tinyconv", env={"PYTHONPATH": str(tmp_path)})
     assert proc.returncode == 2
     assert proc.stderr.strip() == "lusbench run: error: --dataset 'tiny-squares:patients=1': patients must be at least 2, got 1"
+
+
+def test_event_hook_failure_is_one_line_naming_the_plugin(tmp_path):
+    (tmp_path / "tiny_plugin.py").write_text(PLUGIN)
+    (tmp_path / "failing_logger.py").write_text(
+        "import lusbench\n\n@lusbench.hookimpl\ndef run_started(config, run_dir):\n    raise ConnectionError('tracker down')\n"
+    )
+    proc = run_cli("-p", "tiny_plugin", "-p", "failing_logger", "run", "--dataset", "tiny-squares:patients=6",
+                   "--model", "tinyconv", "--strategy", "half", "--task", "probe", "--folds", "2", "--epochs", "1",
+                   "--out", str(tmp_path / "run"), env={"PYTHONPATH": str(tmp_path)})
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines()[-1] == (
+        "lusbench run: error: plugin 'failing_logger' failed in run_started: ConnectionError: tracker down")
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "run" / "leaderboard.json").exists()
