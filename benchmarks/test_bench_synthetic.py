@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 
 import pytest
+
 from lusbench_builtins.synthetic import make_synthetic_dataset
 from lusbench_builtins.synthetic.config import SyntheticConfig
 from lusbench_builtins.synthetic.simulate import simulate

@@ -61,9 +61,12 @@ class Registry:
     def __contains__(self, name: str) -> bool:
         return name in self._entries
 
-    def create(self, text: str) -> Any:
-        """Parse a spec and call its factory; every failure is a one-line UserError naming the spec."""
-        flag = FLAGS[self.kind]
+    def create(self, text: str, label: str | None = None) -> Any:
+        """Parse a spec and call its factory; every failure is a one-line UserError naming the spec.
+
+        ``label`` names where the spec came from in messages (default: the kind's ``run`` flag, e.g. ``--dataset``).
+        """
+        flag = label or FLAGS[self.kind]
         try:
             spec = parse_spec(text)
         except ValueError as exc:

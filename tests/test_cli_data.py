@@ -110,7 +110,7 @@ def test_bad_arguments_are_one_line_naming_the_key(spec, key):
     proc = run_cli("data", "validate", spec)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
-    assert proc.stderr.startswith(f"lusbench data: error: --dataset '{spec}': ") and f"{key}" in proc.stderr
+    assert proc.stderr.startswith(f"lusbench data: error: dataset '{spec}': ") and f"{key}" in proc.stderr
 
 
 def test_bad_arguments_write_nothing(tmp_path, capsys):

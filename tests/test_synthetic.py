@@ -5,13 +5,13 @@ import sys
 
 import numpy as np
 import pytest
-from lusbench_builtins.synthetic import make_synthetic_dataset
-from lusbench_builtins.synthetic.config import SyntheticConfig
-from lusbench_builtins.synthetic.population import sample_cohort
 from scipy.stats import spearmanr
 
 from lusbench.dataset import DEFAULT_CLASSES, LUSDataset
 from lusbench.plugins import load_plugins
+from lusbench_builtins.synthetic import make_synthetic_dataset
+from lusbench_builtins.synthetic.config import SyntheticConfig
+from lusbench_builtins.synthetic.population import sample_cohort
 
 CLASS = {name: k for k, name in enumerate(DEFAULT_CLASSES)}
 

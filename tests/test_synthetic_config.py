@@ -4,6 +4,7 @@ from dataclasses import fields
 from pathlib import Path
 
 import pytest
+
 from lusbench_builtins.synthetic import annotation, echo
 from lusbench_builtins.synthetic.config import SyntheticConfig, config_from_args
 

@@ -61,7 +61,7 @@ def load_dataset(args: argparse.Namespace) -> LUSDataset:
     from lusbench.dataset import LUSDataset
     from lusbench.plugins import load_plugins
 
-    dataset = load_plugins(args.plugins).datasets.create(args.spec)
+    dataset = load_plugins(args.plugins).datasets.create(args.spec, label="dataset")
     if not isinstance(dataset, LUSDataset):
         raise UserError(f"dataset '{args.spec}': the factory returned {type(dataset).__name__}, not a LUSDataset")
     problem = find_problem(dataset)
