@@ -69,8 +69,15 @@ def run(plan: RunPlan, plugins: Plugins, progress: Progress) -> dict[str, Any]:
     builder = plugins.models.create(plan.model)
     task_specs = plan.tasks if plan.tasks is not None else plugins.tasks.names()
     tasks = [plugins.tasks.create(spec) for spec in task_specs]
+    owners: dict[str, str] = {}
+    for metric, task_name in [(m.name, t.name) for t in tasks for m in t.metric_defs()]:
+        if metric in owners:
+            raise UserError(f"--task {owners[metric]} and --task {task_name} both report '{metric}'")
+        owners[metric] = task_name
     if not 0 < plan.eval_threshold <= 1:
         raise UserError(f"--eval-threshold must be in (0, 1], got {plan.eval_threshold}")
+    if plan.folds < 2:
+        raise UserError(f"--folds must be at least 2, got {plan.folds}")
 
     dataset = plugins.datasets.create(plan.dataset)
     height, width = dataset.image_shape

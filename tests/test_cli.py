@@ -16,6 +16,12 @@ from tests.conftest import run_cli
         (["--strategy", "soft", "--dataset", "synthetic-lus:patients=0"],
          "lusbench run: error: --dataset 'synthetic-lus:patients=0': "),
         (["--strategy", "soft", "--seeds", "0"], "lusbench run: error: argument --seeds: expected a positive integer"),
+        (["--strategy", "soft", "--folds", "1"], "lusbench run: error: --folds must be at least 2, got 1"),
+        (["--strategy", "soft", "--eval-threshold", "1.5"], "lusbench run: error: --eval-threshold must be in (0, 1], got 1.5"),
+        (["--strategy", "soft", "--strategy", "soft"], "lusbench run: error: --strategy given twice: soft"),
+        (["--strategy", "soft", "--task", "sf-ratio", "--task", "sf-ratio:repeats=10"],
+         "lusbench run: error: --task sf-ratio and --task sf-ratio:repeats=10 both report 'sf_ratio.mae'"),
+        (["--strategy", "soft", "--task", "nosuch"], "lusbench run: error: --task 'nosuch': unknown name 'nosuch' (known: "),
     ],
 )
 def test_bad_input_is_one_line_exit_2(tmp_path, args, message):
