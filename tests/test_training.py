@@ -1,0 +1,159 @@
+"""The training engine with real torch and smp on a tiny learnable dataset (32x32 frames, a bright disc)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lusbench import training
+from lusbench.augment import augment_batch
+from lusbench.dataset import LUSDataset
+from lusbench.errors import UserError
+from lusbench_builtins.models import unet
+from lusbench_builtins.strategies import soft, threshold, weighted
+
+SIZE = 32
+CPU = torch.device("cpu")
+
+
+def disc_dataset(n: int = 40, seed: int = 0) -> LUSDataset:
+    """Frames with a bright disc; class b_lines confidence ramps from 1 inside the disc to 0 outside."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    images = np.zeros((n, SIZE, SIZE), np.uint8)
+    confidence = np.zeros((n, 5, SIZE, SIZE), np.uint8)
+    for i in range(n):
+        cx, cy = rng.integers(8, 24, 2)
+        radius = rng.integers(4, 8)
+        d = np.hypot(xx - cx, yy - cy)
+        images[i] = np.clip(60 + 120 * (d < radius) + rng.normal(0, 15, (SIZE, SIZE)), 0, 255)
+        confidence[i, 2] = np.clip(np.round(10 * (radius + 2 - d) / 4), 0, 10)
+    return LUSDataset("disc", images, confidence, 10, np.arange(n) // 4, np.ones(n, int), np.zeros(n, int))
+
+
+def config(**changes) -> training.TrainConfig:
+    base = {"epochs": 3, "batch_size": 8, "lr": 3e-3, "weight_decay": 1e-4, "patience": 3, "augment": True, "amp": True}
+    return training.TrainConfig(**{**base, **changes})
+
+
+@pytest.fixture(scope="module")
+def data():
+    torch.set_num_threads(1)
+    images, confidence = training.dataset_tensors(disc_dataset(), CPU)
+    return images, confidence, np.arange(32), np.arange(32, 40)
+
+
+def fit(data, strategy=None, seed=0, on_epoch=None, **changes):
+    images, confidence, train_idx, val_idx = data
+    return training.train_model(unet(), strategy or threshold("0.5"), images, confidence, train_idx, val_idx,
+                                config(**changes), seed=seed, device=CPU, on_epoch=on_epoch)
+
+
+def test_config_validates_and_serializes():
+    assert config().to_json() == {"epochs": 3, "batch_size": 8, "lr": 3e-3, "weight_decay": 1e-4, "patience": 3,
+                                  "augment": True, "amp": True}
+    for bad in ({"epochs": 0}, {"batch_size": 2.5}, {"lr": 0.0}, {"weight_decay": -1.0}, {"patience": 0}):
+        with pytest.raises(UserError):
+            config(**bad)
+
+
+def test_resolve_device():
+    assert training.resolve_device("cpu") == CPU
+    assert training.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(UserError):
+        training.resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="no CUDA device"):
+            training.resolve_device("cuda")
+
+
+def test_dataset_tensors_are_float_unit_range_on_device():
+    dataset = disc_dataset(6)
+    images, confidence = training.dataset_tensors(dataset, CPU)
+    assert images.shape == (6, 1, SIZE, SIZE) and confidence.shape == (6, 5, SIZE, SIZE)
+    assert images.dtype == confidence.dtype == torch.float32
+    assert torch.equal(images[:, 0], torch.from_numpy(dataset.images).float() / 255)
+    assert torch.equal(confidence, torch.from_numpy(dataset.confidence_float()))
+
+
+def test_same_seed_same_weights_and_history(data):
+    a, b = fit(data, seed=5, epochs=2), fit(data, seed=5, epochs=2)
+    for (key, x), y in zip(a.model.state_dict().items(), b.model.state_dict().values(), strict=True):
+        assert torch.equal(x, y), key
+    timeless = [[{k: v for k, v in h.items() if k not in ("img_per_s", "seconds")} for h in run.history] for run in (a, b)]
+    assert timeless[0] == timeless[1]
+    c = fit(data, seed=6, epochs=1)
+    assert not torch.equal(a.model.encoder.conv1.weight, c.model.encoder.conv1.weight)
+
+
+def test_training_restores_global_determinism_setting(data):
+    before = torch.are_deterministic_algorithms_enabled()
+    fit(data, epochs=1)
+    assert torch.are_deterministic_algorithms_enabled() == before
+
+
+@pytest.mark.parametrize("strategy", [threshold("0.6"), soft(), weighted()], ids=lambda s: s.name)
+def test_loss_goes_down_and_progress_is_reported(data, strategy):
+    seen = []
+    trained = fit(data, strategy, epochs=4, patience=4, on_epoch=lambda epoch, stats: seen.append((epoch, stats)))
+    assert [e for e, _ in seen] == [0, 1, 2, 3]
+    assert {"train_loss", "val_loss", "lr", "img_per_s", "seconds"} <= set(seen[0][1])
+    losses = [h["train_loss"] for h in trained.history]
+    assert losses[-1] < losses[0]
+    assert all(s["img_per_s"] > 0 for _, s in seen)
+
+
+def test_early_stopping_returns_the_best_epoch(data):
+    images, confidence, train_idx, val_idx = data
+    # Validation frames labelled with the complement of every class: learning the task makes them worse.
+    flipped = confidence.clone()
+    flipped[val_idx] = 1 - flipped[val_idx]
+    strategy = threshold("0.5")
+    trained = training.train_model(unet(), strategy, images, flipped, train_idx, val_idx, config(epochs=8, patience=2),
+                                   seed=0, device=CPU)
+    val = [h["val_loss"] for h in trained.history]
+    assert len(val) < 8
+    assert trained.best_epoch == int(np.argmin(val))
+    assert len(val) - 1 - trained.best_epoch == 2
+    assert not trained.model.training
+    batches = torch.as_tensor(val_idx).split(8)
+    again = training._validation_loss(trained.model, strategy, images, flipped, batches, False, False)
+    assert again == pytest.approx(val[trained.best_epoch], rel=1e-5)
+
+
+def test_train_model_needs_both_splits(data):
+    images, confidence, train_idx, _ = data
+    with pytest.raises(ValueError, match="validation"):
+        training.train_model(unet(), soft(), images, confidence, train_idx, np.array([], dtype=int), config(),
+                             seed=0, device=CPU)
+
+
+def test_predict_probs_shape_range_order_and_batching(data):
+    images = data[0]
+    model = fit(data, epochs=1).model
+    idx = np.array([3, 1, 7, 0, 5])
+    probs = training.predict_probs(model, images, idx, batch_size=2)
+    assert probs.shape == (5, 5, SIZE, SIZE) and probs.dtype == torch.float32
+    assert not probs.requires_grad and not model.training
+    assert 0 <= probs.min() and probs.max() <= 1
+    whole = training.predict_probs(model, images, np.arange(8), batch_size=8)
+    assert torch.allclose(probs, whole[idx], atol=1e-5)
+
+
+def test_augmentation_is_seeded_and_moves_labels_with_the_image():
+    images = 0.3 + 0.4 * torch.rand(16, 1, 8, 8)  # away from 0 and 1, so the gain jitter is never clipped
+    confidence = images.expand(16, 5, 8, 8).clone()  # confidence = image, so a flip shows in both
+    a = augment_batch(images, confidence, torch.Generator().manual_seed(1))
+    b = augment_batch(images, confidence, torch.Generator().manual_seed(1))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    aug_images, aug_conf = a
+    flipped = [bool(torch.equal(aug_conf[i], confidence[i].flip(-1))) for i in range(16)]
+    assert 0 < sum(flipped) < 16
+    for i in range(16):
+        source = images[i].flip(-1) if flipped[i] else images[i]
+        ratio = (aug_images[i] - aug_images[i].mean()) / (source - source.mean())
+        assert torch.allclose(ratio, ratio.flatten()[0], atol=1e-3)  # gain and offset only, no spatial change
+        assert torch.equal(aug_conf[i], confidence[i].flip(-1) if flipped[i] else confidence[i])
+    assert aug_images.min() >= 0 and aug_images.max() <= 1
+    assert not math.isclose(float((aug_images - images).abs().max()), 0.0)
