@@ -39,6 +39,13 @@ def test_logits_have_the_input_size_one_channel_per_class(models, spec):
     assert out.min() < 0 or out.max() > 1  # logits, no activation
 
 
+def test_shallow_resnet_encoders_drop_the_stages_they_never_run(models):
+    assert not hasattr(models.create("unet").build(1, 5).encoder, "layer4")  # depth 4
+    encoder = models.create("unet:resnet18,depth=2").build(1, 5).encoder
+    assert hasattr(encoder, "layer1") and not hasattr(encoder, "layer2")
+    assert hasattr(models.create("unet:resnet18,depth=5").build(1, 5).encoder, "layer4")
+
+
 def test_each_build_is_fresh_and_seeded(models):
     builder = models.create("unet")
     torch.manual_seed(3)
@@ -87,9 +94,11 @@ def test_rgb_checkpoint_first_conv_is_summed_to_one_channel(models, tmp_path):
     state = torchvision.models.resnet18().state_dict()  # ImageNet-style layout, 3-channel conv1, fc.* keys
     path = tmp_path / "resnet18.pth"
     torch.save(state, path)
-    model = models.create(f"unet:resnet18,weights={path}").build(1, 5)
+    model = models.create(f"unet:resnet18,depth=5,weights={path}").build(1, 5)
     assert torch.allclose(model.encoder.conv1.weight, state["conv1.weight"].sum(1, keepdim=True))
-    assert torch.equal(model.encoder.layer1[0].conv1.weight, state["layer1.0.conv1.weight"])
+    assert torch.equal(model.encoder.layer4[1].conv2.weight, state["layer4.1.conv2.weight"])
+    shallow = models.create(f"unet:resnet18,weights={path}").build(1, 5)  # depth 4: layer4.* keys are skipped
+    assert torch.equal(shallow.encoder.layer3[0].conv1.weight, state["layer3.0.conv1.weight"])
 
 
 def test_unreadable_or_mismatched_weights_are_user_errors(models, tmp_path):
