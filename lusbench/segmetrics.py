@@ -18,12 +18,11 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from lusbench.metricdefs import MetricDef
+from lusbench.strategy import LEVEL_TOLERANCE
 
 PREDICTION_THRESHOLD = 0.5
 MT_LEVELS = tuple(round(0.1 * i, 1) for i in range(1, 10))  # multi-threshold Dice levels 0.1..0.9
 ECE_BINS = 10
-# Tolerance for comparing float32 confidence levels with a threshold (6/10 must count as >= 0.6).
-LEVEL_TOLERANCE = 1e-6
 # Frames are processed in chunks of about this many pixels (x classes) to bound device memory.
 CHUNK_ELEMENTS = 1 << 23
 

@@ -15,6 +15,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
+# Confidence arrives as float32 levels (e.g. 6/10); comparing it with a threshold such as 0.6 must not
+# depend on how the level was rounded, so built-in strategies and metrics compare with this tolerance.
+LEVEL_TOLERANCE = 1e-6
+
 
 class LabelStrategy:
     """Base class of every label strategy. Subclass it and override :meth:`targets`.

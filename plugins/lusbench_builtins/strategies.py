@@ -10,14 +10,11 @@ from typing import TYPE_CHECKING
 
 import lusbench
 from lusbench.hookspecs import Register
-from lusbench.strategy import LabelStrategy, parse_unit_float
+from lusbench.strategy import LEVEL_TOLERANCE, LabelStrategy, parse_unit_float
 
 if TYPE_CHECKING:
     import torch
 
-# Confidence arrives as float32 levels (e.g. 6/10); comparing with a Python float such as 0.6 must not
-# depend on how the level was rounded, so thresholds are applied with this tolerance.
-LEVEL_TOLERANCE = 1e-6
 DEFAULT_WEIGHT_FLOOR = 0.1
 
 
