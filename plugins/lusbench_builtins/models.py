@@ -65,7 +65,7 @@ class SmpModel(ModelBuilder):
         if weights is not None:
             parts.append(f"weights={weights}")
         self.name = f"{arch}:{','.join(parts)}"
-        # Read the file once, up front, so a bad path fails when the spec is parsed, not mid-run.
+        # Read the file and try it on the encoder once, up front: a bad file fails when the spec is parsed, not mid-run.
         self._state = None if weights is None else _read_state_dict(weights)
         if self._state is not None:
             self.build(1, 1)
