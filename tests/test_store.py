@@ -1,4 +1,5 @@
 import json
+import os
 import sqlite3
 
 import numpy as np
@@ -55,3 +56,14 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
         atomic_write_bytes(target, 12345)  # type: ignore[arg-type]
     assert json.loads(target.read_text()) == {"old": True}
     assert [p.name for p in tmp_path.iterdir()] == ["leaderboard.json"]
+
+
+def test_atomic_write_gives_ordinary_file_permissions(tmp_path):
+    target = tmp_path / "leaderboard.json"
+    atomic_write_text(target, "{}")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask
+    target.chmod(0o640)
+    atomic_write_text(target, "{}")
+    assert target.stat().st_mode & 0o777 == 0o640
