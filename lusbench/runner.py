@@ -8,7 +8,6 @@ Every unit of work (one trained fold, one task evaluation) is a record in the ru
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import platform
 import time
@@ -19,12 +18,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lusbench import __version__
+from lusbench.checkpoints import save_checkpoint
 from lusbench.errors import UserError
 from lusbench.folds import patient_folds, patient_holdout
 from lusbench.metricdefs import MetricDef
 from lusbench.plugins import Plugins
 from lusbench.results import REFERENCE_EXPERT, REFERENCE_TRUE, RunResults, pool_calibration
-from lusbench.store import RecordKey, ResultsStore, atomic_write_bytes
+from lusbench.store import RecordKey, ResultsStore
 
 if TYPE_CHECKING:
     from lusbench.dataset import LUSDataset
@@ -57,16 +57,19 @@ def short_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def run(plan: RunPlan, plugins: Plugins, progress: Progress) -> dict[str, Any]:
-    """Execute ``plan`` (resuming from the store) and return the leaderboard document it wrote."""
-    # Resolve every spec before any heavy work, so a typo fails in a second, not after training.
+def _resolve(plan: RunPlan, plugins: Plugins) -> tuple[list[Any], str | None, list[Any], Any]:
+    """Check the flags and resolve every spec (the model last: it may import smp) before any heavy work,
+    so a typo fails in a second, not after training. Returns strategies, reference name, tasks, model."""
+    if not 0 < plan.eval_threshold <= 1:
+        raise UserError(f"--eval-threshold must be in (0, 1], got {plan.eval_threshold}")
+    if plan.folds < 2:
+        raise UserError(f"--folds must be at least 2, got {plan.folds}")
     strategies = [plugins.strategies.create(spec) for spec in plan.strategies]
     names = [s.name for s in strategies]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise UserError(f"--strategy given twice: {', '.join(duplicates)}")
     reference = plugins.strategies.create(plan.reference).name if plan.reference else None
-    builder = plugins.models.create(plan.model)
     task_specs = plan.tasks if plan.tasks is not None else plugins.tasks.names()
     tasks = [plugins.tasks.create(spec) for spec in task_specs]
     owners: dict[str, str] = {}
@@ -74,11 +77,13 @@ def run(plan: RunPlan, plugins: Plugins, progress: Progress) -> dict[str, Any]:
         if metric in owners:
             raise UserError(f"--task {owners[metric]} and --task {task_name} both report '{metric}'")
         owners[metric] = task_name
-    if not 0 < plan.eval_threshold <= 1:
-        raise UserError(f"--eval-threshold must be in (0, 1], got {plan.eval_threshold}")
-    if plan.folds < 2:
-        raise UserError(f"--folds must be at least 2, got {plan.folds}")
+    return strategies, reference, tasks, plugins.models.create(plan.model)
 
+
+def run(plan: RunPlan, plugins: Plugins, progress: Progress) -> dict[str, Any]:
+    """Execute ``plan`` (resuming from the store) and return the leaderboard document it wrote."""
+    strategies, reference, tasks, builder = _resolve(plan, plugins)
+    names = [s.name for s in strategies]
     dataset = plugins.datasets.create(plan.dataset)
     height, width = dataset.image_shape
     progress.note(f"dataset {dataset.name}: {dataset.n_frames} frames of {height}x{width}, "
@@ -130,6 +135,7 @@ def run(plan: RunPlan, plugins: Plugins, progress: Progress) -> dict[str, Any]:
         "references": [REFERENCE_EXPERT, REFERENCE_TRUE],
         "reference_strategy": reference,
         "frame_patient": dataset.patient.tolist(),
+        "classes": list(dataset.classes),
         "metric_defs": [m.to_json() for m in _metric_defs(dataset, runnable)],
     }
     with ResultsStore(plan.run_dir) as store:
@@ -203,6 +209,11 @@ class _Keys:
     model: str
     cell_hash: str
     env_key: str
+
+    @classmethod
+    def of(cls, manifest: dict[str, Any]) -> _Keys:
+        config = manifest["config"]
+        return cls(config["dataset"], config["model"], manifest["cell_hash"], manifest["env_key"])
 
     def cell(self, row: str, seed: int, fold: int) -> RecordKey:
         return RecordKey(self.dataset, self.model, row, seed, fold, "", self.cell_hash, self.env_key)
@@ -286,10 +297,8 @@ class _Grid:
         # Probabilities are kept at 8 bits: features are always computed from the stored copy, so a
         # resumed run and an uninterrupted one see the same numbers.
         quantized = (probs * 255).round().to(torch.uint8).cpu().numpy()
-        self.store.save_arrays(key, frames=test_idx, probs=quantized)
-        checkpoint = io.BytesIO()
-        torch.save({k: v.detach().cpu() for k, v in trained.model.state_dict().items()}, checkpoint)
-        atomic_write_bytes(self.store.artifact_path(key, ".pt"), checkpoint.getvalue())
+        self.store.save_arrays(key, frames=test_idx, probs=quantized, fit_frames=fit_idx, val_frames=val_idx)
+        save_checkpoint(trained.model, self.store.artifact_path(key, ".pt"))
         payload = {
             "frames": test_idx.tolist(),
             "metrics": {name: values.tolist() for name, values in metrics.items()},
@@ -360,7 +369,7 @@ class _Grid:
 def collect_results(store: ResultsStore, manifest: dict[str, Any]) -> RunResults:
     """Assemble :class:`RunResults` for the run described by ``manifest`` from the store's records."""
     config = manifest["config"]
-    keys = _Keys(config["dataset"], config["model"], manifest["cell_hash"], manifest["env_key"])
+    keys = _Keys.of(manifest)
     n_frames = len(manifest["frame_patient"])
     results = RunResults(
         config=config,
@@ -410,14 +419,23 @@ def _collect_segmentation(store: ResultsStore, keys: _Keys, row: str, folds: lis
     return metrics, (pool_calibration(calibrations) if calibrations else None)
 
 
+def read_manifest(store: ResultsStore) -> dict[str, Any]:
+    """The description of the last run in ``store`` (written when it started)."""
+    manifest = store.get_meta(MANIFEST)
+    if manifest is None:
+        raise UserError(f"'{store.run_dir}' holds no run configuration")
+    return manifest
+
+
+def fold_record_key(manifest: dict[str, Any], strategy: str, seed: int, fold: int) -> RecordKey:
+    """The store key of one trained fold of the run described by ``manifest``."""
+    return _Keys.of(manifest).cell(strategy, seed, fold)
+
+
 def load_results(run_dir: Path) -> RunResults:
     """The results of the last run in ``run_dir``, rebuilt from its store without retraining."""
     run_dir = Path(run_dir)
     if not (run_dir / "results.sqlite").exists():
         raise UserError(f"no lusbench run in '{run_dir}' (no results.sqlite; run `lusbench run --out {run_dir}` first)")
     with ResultsStore(run_dir) as store:
-        manifest = store.get_meta(MANIFEST)
-        if manifest is None:
-            raise UserError(f"'{run_dir}' holds no finished run configuration")
-        return collect_results(store, manifest)
-
+        return collect_results(store, read_manifest(store))

@@ -8,8 +8,11 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
+from lusbench.runner import fold_record_key, read_manifest
+from lusbench.store import ResultsStore
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.slow
@@ -55,6 +58,45 @@ def test_run_writes_the_leaderboard_of_design_section_5(tmp_path):
     # The terminal table names every row.
     for strategy in strategies:
         assert strategy in proc.stdout
+    _assert_no_patient_crosses_a_split(tmp_path / "a", strategies, folds=2)
+    _assert_checkpoints_reproduce_the_stored_predictions(tmp_path / "a", "soft", folds=2)
+
+
+def _assert_no_patient_crosses_a_split(run_dir, strategies, folds):
+    """In every trained fold, the held-out patients were never seen in training or validation, and each
+    seed's held-out folds cover every frame exactly once."""
+    with ResultsStore(run_dir) as store:
+        manifest = read_manifest(store)
+        patient = np.asarray(manifest["frame_patient"])
+        for strategy in strategies:
+            held_out = []
+            for fold in range(folds):
+                arrays = store.load_arrays(fold_record_key(manifest, strategy, 0, fold))
+                test, fit, val = (set(patient[arrays[k]]) for k in ("frames", "fit_frames", "val_frames"))
+                assert test and fit and val
+                assert not test & fit and not test & val and not fit & val
+                assert test | fit | val == set(patient)
+                held_out.append(arrays["frames"])
+            assert np.array_equal(np.sort(np.concatenate(held_out)), np.arange(len(patient)))
+
+
+def _assert_checkpoints_reproduce_the_stored_predictions(run_dir, strategy, folds):
+    import torch
+
+    from lusbench.checkpoints import load_fold_model
+    from lusbench.plugins import load_plugins
+
+    plugins = load_plugins()
+    dataset = plugins.datasets.create(json.loads((run_dir / "leaderboard.json").read_text())["config"]["dataset"])
+    with ResultsStore(run_dir) as store:
+        manifest = read_manifest(store)
+        for fold in range(folds):
+            arrays = store.load_arrays(fold_record_key(manifest, strategy, 0, fold))
+            model = load_fold_model(run_dir, strategy, 0, fold, plugins)
+            images = torch.from_numpy(dataset.images[arrays["frames"]]).float().div(255).unsqueeze(1)
+            with torch.no_grad():
+                probs = torch.sigmoid(model(images)).numpy()
+            assert np.abs(np.round(probs * 255) - arrays["probs"]).max() <= 1
 
 
 def test_same_seed_gives_identical_metrics(tmp_path):
