@@ -61,6 +61,15 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
         raise
 
 
+def atomic_write_npz(path: str | os.PathLike[str], arrays: dict[str, np.ndarray]) -> None:
+    """Write ``arrays`` as one compressed ``.npz``, atomically."""
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -131,12 +140,8 @@ class ResultsStore:
         return self.artifact_dir / f"{key.digest()}{suffix}"
 
     def save_arrays(self, key: RecordKey, **arrays: np.ndarray) -> Path:
-        import numpy as np
-
         path = self.artifact_path(key, ".npz")
-        buffer = io.BytesIO()
-        np.savez_compressed(buffer, **arrays)
-        atomic_write_bytes(path, buffer.getvalue())
+        atomic_write_npz(path, arrays)
         return path
 
     def load_arrays(self, key: RecordKey) -> dict[str, np.ndarray]:

@@ -12,12 +12,12 @@ numpy and matplotlib are imported inside the handlers so that building the CLI s
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
+import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lusbench.errors import UserError
+from lusbench.store import atomic_write_bytes, atomic_write_npz
 
 if TYPE_CHECKING:
     import numpy as np
@@ -160,8 +160,10 @@ def run_preview(args: argparse.Namespace) -> int:
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, fontsize=9)
     fig.suptitle(f"{dataset.name}: {dataset.n_frames} frames; overlay opacity = confidence", fontsize=10)
     fig.tight_layout(rect=(0, 0.05, 1, 0.97))
-    fig.savefig(args.out, dpi=100)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
     plt.close(fig)
+    atomic_write_bytes(args.out, png.getvalue())
     print(f"wrote {args.out} ({len(frames)} frames of {dataset.name})")
     return 0
 
@@ -270,18 +272,8 @@ def _arrays(dataset: LUSDataset) -> dict[str, Any]:
 def run_export(args: argparse.Namespace) -> int:
     _check_parent(args.out)
     dataset = load_dataset(args)
-    import numpy as np
-
     arrays = _arrays(dataset)
-    # Write next to the target and rename: readers never see a half-written file.
-    handle, temp = tempfile.mkstemp(dir=args.out.parent, prefix=f".{args.out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            np.savez_compressed(stream, **arrays)
-        os.replace(temp, args.out)
-    except BaseException:
-        os.unlink(temp)
-        raise
+    atomic_write_npz(args.out, arrays)
     size = args.out.stat().st_size / 2**20
     print(f"wrote {args.out}: {dataset.n_frames} frames, {len(arrays)} arrays, {size:.1f} MiB")
     return 0
