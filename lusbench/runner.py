@@ -141,8 +141,8 @@ def run(plan: RunPlan, plugins: Plugins, progress: Progress) -> dict[str, Any]:
     with ResultsStore(plan.run_dir) as store:
         plugins.notify("run_started", config=config, run_dir=plan.run_dir)
         store.set_meta(MANIFEST, manifest)
-        keys = _Keys(dataset.name, builder.name, cell_hash, env_key)
-        grid = _Grid(plan, dataset, builder, strategies, runnable, train_config, device, environment, keys, store, progress)
+        grid = _Grid(plan, dataset, builder, strategies, runnable, train_config, device, environment, _Keys.of(manifest),
+                     store, progress)
         grid.run_cells()
         grid.run_tasks()
         results = collect_results(store, manifest)
