@@ -22,9 +22,11 @@ from lusbench.checkpoints import save_checkpoint
 from lusbench.errors import UserError
 from lusbench.folds import patient_folds, patient_holdout
 from lusbench.metricdefs import MetricDef
+from lusbench.models import check_model
 from lusbench.plugins import Plugins
 from lusbench.results import REFERENCE_EXPERT, REFERENCE_TRUE, RunResults, pool_calibration
 from lusbench.store import RecordKey, ResultsStore
+from lusbench.strategy import check_strategy
 
 if TYPE_CHECKING:
     from lusbench.dataset import LUSDataset
@@ -258,6 +260,9 @@ class _Grid:
         from lusbench import training
 
         images, confidence = training.dataset_tensors(self.dataset, self.device)
+        check_model(self.builder, images[:2], self.dataset.n_classes)
+        for strategy in dict.fromkeys(s for s, _, _ in todo):
+            check_strategy(strategy, confidence[:8])
         true_masks = None if self.dataset.true_masks is None else torch.from_numpy(self.dataset.true_masks).to(self.device)
         with self.progress.task("training", total=len(todo) * self.train_config.epochs) as bar:
             for i, (strategy, seed, fold) in enumerate(todo, 1):

@@ -78,3 +78,34 @@ def parse_unit_float(text: str, what: str, *, low_open: bool = True) -> float:
         interval = "(0, 1]" if low_open else "[0, 1]"
         raise ValueError(f"{what} must be in {interval}, got {text}")
     return value
+
+
+def check_strategy(strategy: LabelStrategy, confidence: torch.Tensor) -> None:
+    """Run ``strategy`` once on a sample of real confidence and check its output against the contract.
+
+    Called before training so that a broken strategy plugin is reported as one line naming it, not as a
+    traceback in the middle of a run. Raises :class:`lusbench.errors.PluginError`.
+    """
+    import torch
+
+    from lusbench.errors import PluginError
+
+    def fail(problem: str) -> PluginError:
+        return PluginError(f"strategy '{strategy.name}' ({type(strategy).__module__}.{type(strategy).__name__}) {problem}")
+
+    try:
+        target, weight = strategy.targets(confidence)
+    except Exception as exc:  # noqa: BLE001 - any failure here is the plugin's
+        raise fail(f"failed in targets(): {type(exc).__name__}: {' '.join(str(exc).split())}") from None
+    for label, value in (("target", target), ("weight", weight)):
+        if value is None and label == "weight":
+            continue
+        if not isinstance(value, torch.Tensor) or value.shape != confidence.shape:
+            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise fail(f"returned a {label} of shape {shape}, expected {tuple(confidence.shape)}")
+        if not torch.isfinite(value).all():
+            raise fail(f"returned a {label} with NaN or infinite values")
+    if target.min() < 0 or target.max() > 1:
+        raise fail("returned targets outside [0, 1]")
+    if weight is not None and weight.min() < 0:
+        raise fail("returned negative weights")

@@ -8,6 +8,7 @@ import json
 import textwrap
 
 import numpy as np
+import pytest
 
 from tests.conftest import run_cli
 
@@ -162,3 +163,72 @@ def test_event_hook_failure_is_one_line_naming_the_plugin(tmp_path):
         "lusbench run: error: plugin 'failing_logger' failed in run_started: ConnectionError: tracker down")
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "run" / "leaderboard.json").exists()
+
+
+BROKEN = textwrap.dedent(
+    '''
+    import lusbench
+    from lusbench.models import ModelBuilder
+    from lusbench.strategy import LabelStrategy
+
+
+    class Flat(LabelStrategy):
+        """Crops the last column: the wrong shape."""
+        name = "flat"
+
+        def targets(self, confidence):
+            return confidence[..., :-1], None
+
+
+    class Explodes(LabelStrategy):
+        """Raises inside targets()."""
+        name = "explodes"
+
+        def targets(self, confidence):
+            raise ZeroDivisionError("no confidence")
+
+
+    class Halving(ModelBuilder):
+        """Halves the image: never the segmentation's size."""
+        name = "halving"
+
+        def build(self, in_channels, classes):
+            import torch.nn as nn
+            return nn.Conv2d(in_channels, classes, 3, stride=2, padding=1)
+
+
+    @lusbench.hookimpl
+    def register_label_strategies(register):
+        register("flat", Flat)
+        register("explodes", Explodes)
+
+
+    @lusbench.hookimpl
+    def register_models(register):
+        register("halving", Halving)
+    '''
+)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--strategy", "flat"],
+         "lusbench run: error: strategy 'flat' (broken_plugin.Flat) returned a target of shape (8, 1, 16, 15), "
+         "expected (8, 1, 16, 16)"),
+        (["--strategy", "explodes"],
+         "lusbench run: error: strategy 'explodes' (broken_plugin.Explodes) failed in targets(): ZeroDivisionError: "
+         "no confidence"),
+        (["--strategy", "half", "--model", "halving"],
+         "lusbench run: error: --model 'halving' returned (2, 1, 8, 8) for input (2, 1, 16, 16), expected (2, 1, 16, 16)"),
+    ],
+)
+def test_broken_strategy_or_model_is_one_line_before_training(tmp_path, args, message):
+    (tmp_path / "tiny_plugin.py").write_text(PLUGIN)
+    (tmp_path / "broken_plugin.py").write_text(BROKEN)
+    base = ["-p", "tiny_plugin", "-p", "broken_plugin", "run", "--dataset", "tiny-squares:patients=6", "--model",
+            "tinyconv", "--task", "probe", "--folds", "2", "--epochs", "1", "--out", str(tmp_path / "run")]
+    proc = run_cli(*base, *args, env={"PYTHONPATH": str(tmp_path)})
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines()[-1] == message
+    assert "Traceback" not in proc.stderr
