@@ -34,7 +34,7 @@ def load_fold_model(run_dir: Path, strategy: str, seed: int, fold: int, plugins:
     from lusbench.runner import fold_record_key, read_manifest
     from lusbench.store import ResultsStore
 
-    with ResultsStore(run_dir) as store:
+    with ResultsStore(run_dir, readonly=True) as store:
         manifest = read_manifest(store)
         key = fold_record_key(manifest, strategy, seed, fold)
         path = store.artifact_path(key, ".pt")

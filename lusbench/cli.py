@@ -50,6 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"lusbench {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        # A path the user gave cannot be read or written (missing directory, read-only, not a directory).
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"lusbench {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"lusbench {args.command}: interrupted; finished results are kept, rerun to resume", file=sys.stderr)
         return 130

@@ -71,7 +71,7 @@ def _resolve(plan: RunPlan, plugins: Plugins) -> tuple[list[Any], str | None, li
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise UserError(f"--strategy given twice: {', '.join(duplicates)}")
-    reference = plugins.strategies.create(plan.reference).name if plan.reference else None
+    reference = plugins.strategies.create(plan.reference, label="--reference").name if plan.reference else None
     task_specs = plan.tasks if plan.tasks is not None else plugins.tasks.names()
     tasks = [plugins.tasks.create(spec) for spec in task_specs]
     owners: dict[str, str] = {}
@@ -442,5 +442,5 @@ def load_results(run_dir: Path) -> RunResults:
     run_dir = Path(run_dir)
     if not (run_dir / "results.sqlite").exists():
         raise UserError(f"no lusbench run in '{run_dir}' (no results.sqlite; run `lusbench run --out {run_dir}` first)")
-    with ResultsStore(run_dir) as store:
+    with ResultsStore(run_dir, readonly=True) as store:
         return collect_results(store, read_manifest(store))

@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lusbench.errors import UserError
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -46,7 +48,9 @@ class RecordKey:
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see either the old file or the complete new one."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.parent.is_dir():
+        # Never create directories on the way: a typo in a path should fail, not build a tree.
+        raise UserError(f"cannot write {path}: directory {path.parent} does not exist")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         # mkstemp creates the file 0600; give it the mode a plain open() would (or the old file's).
@@ -83,13 +87,25 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 class ResultsStore:
     """Records of one run directory (``<run_dir>/results.sqlite`` plus ``<run_dir>/artifacts/``)."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, readonly: bool = False) -> None:
+        """Open (creating it unless ``readonly``) the store of ``run_dir``; UserError if it is not a store."""
         self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         self.artifact_dir = self.run_dir / "artifacts"
-        self.artifact_dir.mkdir(exist_ok=True)
-        self._db = sqlite3.connect(self.run_dir / DB_NAME, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        try:
+            if readonly:
+                # Read-only: works on a read-only mount (a CI artifact) and never changes the run directory.
+                self._db = sqlite3.connect(f"{(self.run_dir / DB_NAME).resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+                self._db.execute("SELECT COUNT(*) FROM records")
+                return
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.artifact_dir.mkdir(exist_ok=True)
+            self._db = sqlite3.connect(self.run_dir / DB_NAME, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._create_schema()
+        except sqlite3.DatabaseError as exc:
+            raise UserError(f"{self.run_dir / DB_NAME} is not a readable lusbench results store: {exc}") from None
+
+    def _create_schema(self) -> None:
         self._db.execute("PRAGMA synchronous=NORMAL")
         with self._db:
             self._db.execute(

@@ -22,6 +22,9 @@ from tests.conftest import run_cli
         (["--strategy", "soft", "--task", "sf-ratio", "--task", "sf-ratio:repeats=10"],
          "lusbench run: error: --task sf-ratio and --task sf-ratio:repeats=10 both report 'sf_ratio.mae'"),
         (["--strategy", "soft", "--task", "nosuch"], "lusbench run: error: --task 'nosuch': unknown name 'nosuch' (known: "),
+        (["--strategy", "soft", "--reference", "nope"], "lusbench run: error: --reference 'nope': unknown name 'nope'"),
+        (["--strategy", "soft", "--json", "/nonexistent-dir/lb.json"],
+         "lusbench run: error: --json /nonexistent-dir/lb.json: directory /nonexistent-dir does not exist"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(tmp_path, args, message):
@@ -49,3 +52,21 @@ def test_unknown_flag_is_one_line():
     proc = run_cli("plugins", "--nosuch")
     assert proc.returncode == 2
     assert proc.stderr == "lusbench: error: unrecognized arguments: --nosuch (see --help)\n"
+
+
+def test_corrupt_results_store_is_one_line(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "results.sqlite").write_text("garbage, not a database")
+    for command in ("leaderboard", "report"):
+        proc = run_cli(command, "--out", str(run_dir))
+        assert proc.returncode == 2
+        assert proc.stderr == (f"lusbench {command}: error: {run_dir / 'results.sqlite'} is not a readable lusbench "
+                               "results store: file is not a database\n")
+    assert sorted(p.name for p in run_dir.iterdir()) == ["results.sqlite"]  # read-only: nothing created
+
+
+def test_unwritable_path_is_one_line(tmp_path):
+    (tmp_path / "file").write_text("")
+    proc = run_cli("data", "export", "synthetic-lus:patients=2,size=32", "--out", str(tmp_path / "file" / "x.npz"))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr

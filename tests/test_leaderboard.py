@@ -196,6 +196,7 @@ def test_column_selection(doc):
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, doc):
     path = tmp_path_factory.mktemp("runs") / "lusbench-runs"
+    path.mkdir()
     write_leaderboard(doc, path / "leaderboard.json")
     return path
 

@@ -152,6 +152,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 
 def test_cli_report_and_leaderboard_html(tmp_path):
     run_dir = tmp_path / "lusbench-runs"
+    run_dir.mkdir()
     write_leaderboard(small_doc(), run_dir / "leaderboard.json")
     out = cli("report", "--out", str(run_dir))
     assert out.returncode == 0, out.stderr
@@ -159,6 +160,10 @@ def test_cli_report_and_leaderboard_html(tmp_path):
     assert len(images((run_dir / "report.html").read_text())) == 4
 
     target = tmp_path / "elsewhere" / "r.html"
+    no_dir = cli("report", "--out", str(run_dir), "--html", str(target))
+    assert no_dir.returncode == 2 and not target.parent.exists()
+    assert no_dir.stderr == f"lusbench report: error: cannot write {target}: directory {target.parent} does not exist\n"
+    target.parent.mkdir()
     assert cli("report", "--out", str(run_dir), "--html", str(target)).returncode == 0 and target.exists()
 
     printed = cli("leaderboard", "--out", str(run_dir), "--format", "html")

@@ -78,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"note: {strategy} is not in the baseline, so it is not checked (add it with --update-baseline)")
         print(check.summary(lines))
     if args.update_baseline:
+        # A new baseline may start a new directory (e.g. benchmarks/baselines/): creating it is the intent.
+        Path(baseline_path).parent.mkdir(parents=True, exist_ok=True)
         write_leaderboard(check.updated_baseline(current, baseline), baseline_path)
         print(f"baseline {baseline_path} {'updated' if baseline is not None else 'created'} from {args.json}")
         return 0

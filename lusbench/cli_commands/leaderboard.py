@@ -11,7 +11,7 @@ from lusbench.leaderboard import DEFAULT_RUN_DIR, FORMATS
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "leaderboard", help="show the leaderboard of a finished run",
-        description="Print a run's leaderboard: mean, 95%% CI and n of every metric, paired comparisons with the "
+        description="Print a run's leaderboard: mean, 95% CI and n of every metric, paired comparisons with the "
                     "reference strategy (▲/▼), ranks. See docs/cli/leaderboard.md.",
     )
     p.add_argument("--out", default=DEFAULT_RUN_DIR, metavar="DIR", help="run directory (default: %(default)s)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lusbench.errors import UserError
 from lusbench.leaderboard import DEFAULT_RUN_DIR
 from lusbench.presets import PRESETS
 
@@ -18,7 +19,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--strategy", "-s", action="append", required=True, metavar="SPEC",
                    help="label strategy spec, e.g. threshold:0.6, soft, weighted (repeatable)")
-    p.add_argument("--dataset", metavar="SPEC", help="dataset spec (default: the preset's, a synthetic-lus variant)")
+    p.add_argument("--dataset", metavar="SPEC",
+                   help="dataset spec; replaces the preset's whole spec, size included (default: the preset's)")
     p.add_argument("--model", metavar="SPEC", help="model spec, e.g. unet:resnet18 (default: the preset's)")
     p.add_argument("--task", action="append", metavar="NAME", help="downstream task (repeatable; default: all registered)")
     p.add_argument("--no-tasks", action="store_true", help="skip the downstream tasks")
@@ -55,6 +57,10 @@ def run(args: argparse.Namespace) -> int:
     from lusbench.runner import RunPlan
     from lusbench.runner import run as run_plan
 
+    if args.json is not None and not args.json.parent.is_dir():
+        raise UserError(f"--json {args.json}: directory {args.json.parent} does not exist")
+    if args.out.exists() and not args.out.is_dir():
+        raise UserError(f"--out {args.out}: not a directory")
     preset = PRESETS[args.preset]
     plugins = load_plugins(args.plugins)
     train = dict(preset.train)
