@@ -51,7 +51,10 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     if not path.parent.is_dir():
         # Never create directories on the way: a typo in a path should fail, not build a tree.
         raise UserError(f"cannot write {path}: directory {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror}") from None
     try:
         # mkstemp creates the file 0600; give it the mode a plain open() would (or the old file's).
         os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_umask())
