@@ -221,11 +221,16 @@ def select_columns(doc: dict[str, Any], metrics: Sequence[str] | None) -> list[s
 
 
 def fmt_value(x: float | None) -> str:
-    """A number at a precision that suits its magnitude (Dice 0.712, HD95 12.34, S/F MAE 123.4)."""
+    """A number at a precision that suits its magnitude (Dice 0.712, HD95 12.34, S/F MAE 123.4, ECE 0.0097)."""
     if x is None:
         return "—"
     ax = abs(x)
-    return f"{x:.1f}" if ax >= 100 else f"{x:.2f}" if ax >= 10 else f"{x:.3f}"
+    if ax >= 100:
+        return f"{x:.1f}"
+    if ax >= 10:
+        return f"{x:.2f}"
+    # Small values (ECE, Brier) keep two significant digits, so equal-looking cells are equal.
+    return f"{x:.4f}" if 0 < ax < 0.1 else f"{x:.3f}"
 
 
 def fmt_p(p: float | None) -> str:
