@@ -58,6 +58,8 @@ def test_broken_plugin_is_reported_and_skipped(plugin_site):
     doc = json.loads(proc.stdout)
     assert "half" in [e["name"] for e in doc["label_strategies"]]
     assert [p["error"] for p in doc["plugins"] if p["name"] == "broken"][0].startswith("plugin 'broken'")
+    table = run_cli("plugins", env=env).stdout
+    assert "failed to load: RuntimeError: boom at import" in table and "half_plugin" in table
 
 
 def test_strict_mode_makes_a_broken_plugin_fatal(plugin_site):

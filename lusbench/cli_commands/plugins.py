@@ -30,10 +30,11 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(doc, indent=2))
         return 0
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from lusbench.leaderboard import stdout_console
+
+    console = stdout_console()
     table = Table(title="lusbench plugins", title_justify="left")
     for col in ("kind", "name", "plugin", "description"):
         table.add_column(col)
@@ -41,7 +42,10 @@ def run(args: argparse.Namespace) -> int:
         for entry in doc[kind]:
             table.add_row(f"{kind.replace('_', ' ')} ({FLAGS[kind]})", entry["name"], entry["plugin"], entry["summary"])
     console.print(table)
-    broken = [i for i in plugins.loaded if i.error]
-    for info in broken:
-        console.print(f"[red]broken plugin {info.name}[/red]: {info.error}")
+    loaded = Table(title="plugins", title_justify="left")
+    for col in ("plugin", "module", "source", "status"):
+        loaded.add_column(col)
+    for info in plugins.loaded:
+        loaded.add_row(info.name, info.module, info.source, f"[red]{info.error}[/red]" if info.error else "ok")
+    console.print(loaded)
     return 0
