@@ -242,3 +242,12 @@ def test_cli_update_baseline_creates_rewrites_and_keeps_tolerances(files, tmp_pa
     out = check("--baseline", str(baseline), "--json", str(current), "--update-baseline")
     assert out.returncode == 0 and "not comparable" in out.stderr
     assert read_leaderboard(baseline)["config"]["folds"] == 5
+
+
+def test_cli_update_baseline_warns_about_strategies_it_stops_guarding(files):
+    baseline, current = files
+    edit(current, lambda d: d.update(rows=[r for r in d["rows"] if r["strategy"] != "soft"]))
+    out = check("--baseline", str(baseline), "--json", str(current), "--update-baseline")
+    assert out.returncode == 0
+    assert f"warning: soft was in the old baseline but not in {current}: the new baseline no longer guards it" in out.stderr
+    assert "soft" not in [r["strategy"] for r in read_leaderboard(baseline)["rows"]]

@@ -81,6 +81,9 @@ def run(args: argparse.Namespace) -> int:
         # A new baseline may start a new directory (e.g. benchmarks/baselines/): creating it is the intent.
         Path(baseline_path).parent.mkdir(parents=True, exist_ok=True)
         write_leaderboard(check.updated_baseline(current, baseline), baseline_path)
+        for strategy in check.uncompared_rows(current, baseline) if baseline is not None else []:
+            print(f"warning: {strategy} was in the old baseline but not in {args.json}: the new baseline no longer "
+                  "guards it", file=sys.stderr)
         print(f"baseline {baseline_path} {'updated' if baseline is not None else 'created'} from {args.json}")
         return 0
     return 1 if any(ln.failed for ln in lines) else 0
