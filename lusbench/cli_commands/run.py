@@ -57,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     from lusbench.runner import RunPlan
     from lusbench.runner import run as run_plan
 
-    if args.json is not None and not args.json.parent.is_dir():
+    # Checked now, not after training; the run directory itself is created by the run.
+    if args.json is not None and not (args.json.parent.is_dir() or args.json.parent.resolve() == args.out.resolve()):
         raise UserError(f"--json {args.json}: directory {args.json.parent} does not exist")
     if args.out.exists() and not args.out.is_dir():
         raise UserError(f"--out {args.out}: not a directory")
