@@ -58,9 +58,6 @@ class Registry:
     def entries(self) -> list[Entry]:
         return [self._entries[n] for n in self.names()]
 
-    def __contains__(self, name: str) -> bool:
-        return name in self._entries
-
     def create(self, text: str, label: str | None = None) -> Any:
         """Parse a spec and call its factory; every failure is a one-line UserError naming the spec.
 
