@@ -66,6 +66,15 @@ def _finite(values: np.ndarray | Sequence[float]) -> np.ndarray:
     return arr[np.isfinite(arr)]
 
 
+def _mean_of_finite(values: np.ndarray | Sequence[float]) -> tuple[np.ndarray, float, Estimate | None]:
+    """The finite values, their mean, and the Estimate to return as is when they are too few for an interval."""
+    x = _finite(values)
+    if len(x) == 0:
+        return x, np.nan, Estimate(np.nan, np.nan, np.nan, 0)
+    mean = float(x.mean())
+    return x, mean, Estimate(mean, np.nan, np.nan, len(x)) if len(x) < 2 else None
+
+
 def patient_means(frame_values: np.ndarray, patient_index: np.ndarray, n_patients: int) -> np.ndarray:
     """Mean of the finite frame values of each patient; NaN for a patient with no finite frame.
 
@@ -99,13 +108,10 @@ def bootstrap_mean_ci(
     The generator is seeded with ``seed``, so equal inputs give equal intervals, and two rows with the same
     number of units are resampled with the same indices.
     """
-    x = _finite(values)
+    x, mean, without_interval = _mean_of_finite(values)
+    if without_interval is not None:
+        return without_interval
     n = len(x)
-    if n == 0:
-        return Estimate(np.nan, np.nan, np.nan, 0)
-    mean = float(x.mean())
-    if n < 2:
-        return Estimate(mean, np.nan, np.nan, n)
     rng = np.random.default_rng(seed)
     block = max(1, _BLOCK_ENTRIES // n)
     boot = np.concatenate(
@@ -118,13 +124,10 @@ def bootstrap_mean_ci(
 
 def t_mean_ci(values: np.ndarray | Sequence[float], *, level: float = CI_LEVEL) -> Estimate:
     """Mean of the finite values and its Student-t interval (``mean ± t_{n-1} · sd / sqrt(n)``)."""
-    x = _finite(values)
+    x, mean, without_interval = _mean_of_finite(values)
+    if without_interval is not None:
+        return without_interval
     n = len(x)
-    if n == 0:
-        return Estimate(np.nan, np.nan, np.nan, 0)
-    mean = float(x.mean())
-    if n < 2:
-        return Estimate(mean, np.nan, np.nan, n)
     half = float(sps.t.ppf(0.5 + level / 2.0, n - 1) * x.std(ddof=1) / np.sqrt(n))
     return Estimate(mean, mean - half, mean + half, n)
 
