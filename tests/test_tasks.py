@@ -119,6 +119,11 @@ def test_planted_signal_is_found(registry, planted):
     assert _mean(real["readmission-30d"]["readmission_30d.auroc"]) > 0.85
 
 
+def _null_mean(registry, controls, ds, name: str, metric: str) -> float:
+    """Mean of ``metric`` over the shuffled-feature controls (2 CV repeats each): the chance level."""
+    return float(np.mean([_mean(registry.create(f"{name}:repeats=2").evaluate(c, ds, seed=0)[metric]) for c in controls]))
+
+
 def test_features_shuffled_across_patients_are_at_chance(registry):
     # One shuffle's null metric varies by ~0.05-0.1 around chance, so the control averages 8 shuffles of a
     # 100-patient cohort (2 CV repeats each: the shuffle, not the split, dominates the spread).
@@ -127,7 +132,7 @@ def test_features_shuffled_across_patients_are_at_chance(registry):
     controls = [shuffle_patients(features, s) for s in range(8)]
 
     def null_mean(name: str, metric: str) -> float:
-        return float(np.mean([_mean(registry.create(f"{name}:repeats=2").evaluate(c, ds, seed=0)[metric]) for c in controls]))
+        return _null_mean(registry, controls, ds, name, metric)
 
     assert null_mean("sf-ratio", "sf_ratio.r2") < 0.05
     assert abs(null_mean("sf-ratio", "sf_ratio.pearson_r")) < 0.12
@@ -249,7 +254,7 @@ def test_true_masks_beat_chance_on_the_default_synthetic_dataset_and_shuffled_fe
     controls = [shuffle_patients(features, s) for s in range(8)]
 
     def null_mean(name: str, metric: str) -> float:
-        return float(np.mean([_mean(registry.create(f"{name}:repeats=2").evaluate(c, ds, seed=0)[metric]) for c in controls]))
+        return _null_mean(registry, controls, ds, name, metric)
 
     assert null_mean("sf-ratio", "sf_ratio.r2") < 0.05
     assert abs(null_mean("sf-ratio", "sf_ratio.pearson_r")) < 0.15
