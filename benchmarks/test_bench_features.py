@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from lusbench.features import compute_features
-from lusbench.plugins import load_plugins
+from lusbench.api.plugins import load_plugins
+from lusbench.evaluate.features import compute_features
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from lusbench import training
-from lusbench.plugins import load_plugins
+from lusbench.api.plugins import load_plugins
+from lusbench.train import engine as training
 
 EPOCHS = 3
 BATCH = 32

@@ -8,17 +8,17 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from lusbench.hookspecs import hookimpl
+from lusbench.api.hookspecs import hookimpl
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    "LabelStrategy": "lusbench.strategy",
-    "LUSDataset": "lusbench.dataset",
-    "DEFAULT_CLASSES": "lusbench.dataset",
-    "ModelBuilder": "lusbench.models",
-    "DownstreamTask": "lusbench.tasks",
-    "MetricDef": "lusbench.metricdefs",
+    "LabelStrategy": "lusbench.train.strategy",
+    "LUSDataset": "lusbench.data.dataset",
+    "DEFAULT_CLASSES": "lusbench.data.dataset",
+    "ModelBuilder": "lusbench.train.models",
+    "DownstreamTask": "lusbench.evaluate.tasks",
+    "MetricDef": "lusbench.evaluate.metricdefs",
 }
 
 __all__ = ["hookimpl", "__version__", *_LAZY]

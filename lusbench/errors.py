@@ -1,4 +1,4 @@
-"""Errors a user can cause, and the exit codes the CLI maps them to (DESIGN §4)."""
+"""Errors a user can cause, and the exit codes the CLI maps them to (docs/cli.md)."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from typing import Any, TextIO
 
 
 def live_output_wanted(stream: TextIO) -> bool:
-    """Bars only on an interactive terminal and never when ``CI`` is set (DESIGN §4)."""
+    """Bars only on an interactive terminal and never when ``CI`` is set (docs/cli.md)."""
     return stream.isatty() and not os.environ.get("CI")
 
 

@@ -10,7 +10,9 @@ import sys
 import pytest
 from test_stats import make_results
 
-from lusbench.check import (
+from lusbench.errors import CannotCompareError, UserError
+from lusbench.evaluate.run_results import REFERENCE_TRUE
+from lusbench.results.check import (
     VERDICT_IMPROVED,
     VERDICT_MISSING,
     VERDICT_NA,
@@ -22,9 +24,8 @@ from lusbench.check import (
     parse_tolerances,
     tolerance_for,
 )
-from lusbench.errors import CannotCompareError, UserError
-from lusbench.leaderboard import build_leaderboard, read_leaderboard, write_leaderboard
-from lusbench.results import REFERENCE_TRUE
+from lusbench.results.document import read_leaderboard, write_leaderboard
+from lusbench.results.leaderboard import build_leaderboard
 
 
 @pytest.fixture(scope="module")

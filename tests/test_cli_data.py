@@ -8,8 +8,8 @@ import matplotlib.image
 import numpy as np
 import pytest
 
+from lusbench.api.plugins import load_plugins
 from lusbench.cli import build_parser, main
-from lusbench.plugins import load_plugins
 from tests.conftest import run_cli
 
 SMALL = "synthetic-lus:patients=3,zones=2,size=32"  # in canonical order, so it is also the dataset's name
@@ -25,7 +25,7 @@ BROKEN_TABLE = textwrap.dedent(
     '''
     import numpy as np
     import lusbench
-    from lusbench.dataset import LUSDataset
+    from lusbench.data.dataset import LUSDataset
 
     def make(**kwargs):
         """Two frames, one visit row missing."""
@@ -47,7 +47,7 @@ PLAIN = textwrap.dedent(
     '''
     import numpy as np
     import lusbench
-    from lusbench.dataset import LUSDataset
+    from lusbench.data.dataset import LUSDataset
 
     def make(**kwargs):
         """Four frames, labelled more and more."""

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from lusbench import hookspecs
+from lusbench.api import hookspecs
 from lusbench.cli import COMMANDS, build_parser
-from lusbench.presets import PRESETS
+from lusbench.exec.presets import PRESETS
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from lusbench.dataset import DEFAULT_CLASSES, LUSDataset
-from lusbench.features import compute_features, frame_features
+from lusbench.data.dataset import DEFAULT_CLASSES, LUSDataset
+from lusbench.evaluate.features import compute_features, frame_features
 
 PL, AL, BL, CO, EF = range(5)
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from lusbench.folds import patient_folds, patient_holdout
+from lusbench.data.folds import patient_folds, patient_holdout
 
 
 def _patients(n_patients: int = 23, frames: int = 12, seed: int = 0) -> np.ndarray:

@@ -17,11 +17,11 @@ PLUGIN = textwrap.dedent(
     import json
     import numpy as np
     import lusbench
-    from lusbench.dataset import LUSDataset
-    from lusbench.metricdefs import MetricDef
-    from lusbench.models import ModelBuilder
-    from lusbench.strategy import LabelStrategy
-    from lusbench.tasks import DownstreamTask
+    from lusbench.data.dataset import LUSDataset
+    from lusbench.evaluate.metricdefs import MetricDef
+    from lusbench.train.models import ModelBuilder
+    from lusbench.train.strategy import LabelStrategy
+    from lusbench.evaluate.tasks import DownstreamTask
 
 
     def tiny_squares(patients="8", size="16"):
@@ -168,8 +168,8 @@ def test_event_hook_failure_is_one_line_naming_the_plugin(tmp_path):
 BROKEN = textwrap.dedent(
     '''
     import lusbench
-    from lusbench.models import ModelBuilder
-    from lusbench.strategy import LabelStrategy
+    from lusbench.train.models import ModelBuilder
+    from lusbench.train.strategy import LabelStrategy
 
 
     class Flat(LabelStrategy):

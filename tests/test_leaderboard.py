@@ -1,4 +1,4 @@
-"""The leaderboard document (DESIGN §5), its renderings and ``lusbench leaderboard`` through the real CLI."""
+"""The leaderboard document (docs/leaderboard.md), its renderings and ``lusbench leaderboard`` through the real CLI."""
 
 from __future__ import annotations
 
@@ -13,18 +13,11 @@ import pytest
 from test_stats import METRIC_DEFS, make_results
 
 from lusbench.errors import UserError
-from lusbench.leaderboard import (
-    SCHEMA,
-    build_leaderboard,
-    dumps,
-    json_safe,
-    read_leaderboard,
-    render,
-    select_columns,
-    write_leaderboard,
-)
-from lusbench.metricdefs import MetricDef
-from lusbench.results import REFERENCE_EXPERT, REFERENCE_TRUE
+from lusbench.evaluate.metricdefs import MetricDef
+from lusbench.evaluate.run_results import REFERENCE_EXPERT, REFERENCE_TRUE
+from lusbench.results.document import SCHEMA, dumps, json_safe, read_leaderboard, write_leaderboard
+from lusbench.results.leaderboard import build_leaderboard
+from lusbench.results.render import render, select_columns
 
 
 @pytest.fixture(scope="module")
@@ -239,7 +232,7 @@ def test_cli_missing_leaderboard_file(tmp_path):
 
 
 def test_cli_modules_are_light_at_import():
-    code = ("import sys, lusbench.cli_commands.leaderboard, lusbench.cli_commands.check, lusbench.cli_commands.report; "
+    code = ("import sys, lusbench.cli.leaderboard, lusbench.cli.check, lusbench.cli.report; "
             "print(sorted(m for m in ('numpy', 'matplotlib', 'rich', 'scipy', 'torch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -6,14 +6,14 @@ import textwrap
 
 import pytest
 
+from lusbench.api.plugins import load_plugins
 from lusbench.errors import PluginError, UserError
-from lusbench.plugins import load_plugins
 from tests.conftest import run_cli
 
 GOOD = textwrap.dedent(
     '''
     import lusbench
-    from lusbench.strategy import LabelStrategy
+    from lusbench.train.strategy import LabelStrategy
 
     class Half(LabelStrategy):
         name = "half"

@@ -16,8 +16,9 @@ import pytest
 from PIL import Image
 from test_stats import make_results
 
-from lusbench.leaderboard import build_leaderboard, write_leaderboard
-from lusbench.report import render_html, threshold_of, write_report
+from lusbench.results.document import write_leaderboard
+from lusbench.results.leaderboard import build_leaderboard
+from lusbench.results.report import render_html, threshold_of, write_report
 
 DATA_URI = "data:image/png;base64,"
 

@@ -11,8 +11,8 @@ import time
 import numpy as np
 import pytest
 
-from lusbench.runner import fold_record_key, read_manifest
-from lusbench.store import ResultsStore
+from lusbench.results.collect import fold_record_key, read_manifest
+from lusbench.results.store import ResultsStore
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.slow
@@ -83,8 +83,8 @@ def _assert_no_patient_crosses_a_split(run_dir, strategies, folds):
 def _assert_checkpoints_reproduce_the_stored_predictions(run_dir, strategy, folds):
     import torch
 
-    from lusbench.checkpoints import load_fold_model
-    from lusbench.plugins import load_plugins
+    from lusbench.api.plugins import load_plugins
+    from lusbench.results.collect import load_fold_model
 
     plugins = load_plugins()
     dataset = plugins.datasets.create(json.loads((run_dir / "leaderboard.json").read_text())["config"]["dataset"])

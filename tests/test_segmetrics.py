@@ -7,8 +7,8 @@ import pytest
 import torch
 from scipy import ndimage
 
-from lusbench import segmetrics
-from lusbench.segmetrics import calibration_bins, frame_metrics, segmentation_metric_defs
+from lusbench.evaluate import segmetrics
+from lusbench.evaluate.segmetrics import calibration_bins, frame_metrics, segmentation_metric_defs
 
 CLASSES = ("pleural_line", "b_lines")
 

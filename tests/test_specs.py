@@ -1,6 +1,6 @@
 import pytest
 
-from lusbench.specs import parse_spec
+from lusbench.api.specs import parse_spec
 
 
 @pytest.mark.parametrize(

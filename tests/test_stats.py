@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from lusbench.metricdefs import MetricDef
-from lusbench.results import REFERENCE_EXPERT, REFERENCE_TRUE, RunResults
-from lusbench.stats import (
+from lusbench.evaluate.metricdefs import MetricDef
+from lusbench.evaluate.run_results import REFERENCE_EXPERT, REFERENCE_TRUE, RunResults
+from lusbench.evaluate.stats import (
     EXACT_PERMUTATION_MAX_N,
     MARK_BETTER,
     MARK_NOT_SIGNIFICANT,

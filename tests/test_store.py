@@ -5,7 +5,8 @@ import sqlite3
 import numpy as np
 import pytest
 
-from lusbench.store import RecordKey, ResultsStore, atomic_write_bytes, atomic_write_text
+from lusbench.fileio import atomic_write_bytes, atomic_write_text
+from lusbench.results.store import RecordKey, ResultsStore
 
 
 def _key(**changes) -> RecordKey:

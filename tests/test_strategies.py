@@ -6,8 +6,8 @@ import sys
 import pytest
 import torch
 
+from lusbench.api.plugins import load_plugins
 from lusbench.errors import UserError
-from lusbench.plugins import load_plugins
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from lusbench.dataset import DEFAULT_CLASSES, LUSDataset
-from lusbench.plugins import load_plugins
+from lusbench.api.plugins import load_plugins
+from lusbench.data.dataset import DEFAULT_CLASSES, LUSDataset
 from lusbench_builtins.synthetic import make_synthetic_dataset
 from lusbench_builtins.synthetic.config import SyntheticConfig
 from lusbench_builtins.synthetic.population import sample_cohort

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from test_features import planted_dataset
 
+from lusbench.api.plugins import load_plugins
 from lusbench.errors import UserError
-from lusbench.features import compute_features
-from lusbench.plugins import load_plugins
+from lusbench.evaluate.features import compute_features
 
 REPO = Path(__file__).resolve().parents[1]
 MODULE = "lusbench_hypoxemia"

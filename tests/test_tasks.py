@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from test_features import planted_dataset
 
+from lusbench.api.plugins import load_plugins
 from lusbench.errors import UserError
-from lusbench.features import FeatureSet, compute_features
-from lusbench.plugins import load_plugins
-from lusbench.tasks import DownstreamTask, grouped_splits, oof_predictions
+from lusbench.evaluate.features import FeatureSet, compute_features
+from lusbench.evaluate.tasks import DownstreamTask, grouped_splits, oof_predictions
 
 TASKS = ("sf-ratio", "sf-change", "readmission-30d")
 METRICS = {

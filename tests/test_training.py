@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from lusbench import training
-from lusbench.augment import augment_batch
-from lusbench.dataset import LUSDataset
+from lusbench.data.dataset import LUSDataset
 from lusbench.errors import UserError
+from lusbench.train import engine as training
+from lusbench.train.augment import augment_batch
 from lusbench_builtins.models import unet
 from lusbench_builtins.strategies import soft, threshold, weighted
 

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import lusbench
-from lusbench.hookspecs import Register
-from lusbench.models import ModelBuilder
+from lusbench.api.hookspecs import Register
+from lusbench.train.models import ModelBuilder
 
 if TYPE_CHECKING:
     import torch

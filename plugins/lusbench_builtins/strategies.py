@@ -1,4 +1,4 @@
-"""Built-in label strategies: ``threshold:t``, ``soft`` and ``weighted`` (DESIGN §3.2, docs/strategies.md).
+"""Built-in label strategies: ``threshold:t``, ``soft`` and ``weighted`` (docs/strategies.md).
 
 Each strategy maps the expert confidence of a training batch to targets with tensor ops on the
 confidence's device. No torch import at module level: registration must stay cheap.
@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import lusbench
-from lusbench.hookspecs import Register
-from lusbench.strategy import LEVEL_TOLERANCE, LabelStrategy, parse_unit_float
+from lusbench.api.hookspecs import Register
+from lusbench.data.confidence import binarize
+from lusbench.train.strategy import LabelStrategy, parse_unit_float
 
 if TYPE_CHECKING:
     import torch
@@ -37,7 +38,7 @@ class ThresholdStrategy(LabelStrategy):
         self.name = f"threshold:{_canonical(t)}"
 
     def targets(self, confidence: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return (confidence >= self.t - LEVEL_TOLERANCE).to(confidence.dtype), None
+        return binarize(confidence, self.t).to(confidence.dtype), None
 
 
 class SoftStrategy(LabelStrategy):
@@ -61,7 +62,7 @@ class WeightedStrategy(LabelStrategy):
         self.name = "weighted" if floor == DEFAULT_WEIGHT_FLOOR else f"weighted:{_canonical(floor)}"
 
     def targets(self, confidence: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        target = (confidence >= 0.5 - LEVEL_TOLERANCE).to(confidence.dtype)
+        target = binarize(confidence, 0.5).to(confidence.dtype)
         weight = (2.0 * confidence - 1.0).abs().clamp_min(self.floor)
         return target, weight
 

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 import lusbench
-from lusbench.metricdefs import MetricDef
-from lusbench.tasks import SupervisedTask, fold_mean
+from lusbench.evaluate.metricdefs import MetricDef
+from lusbench.evaluate.tasks import SupervisedTask, fold_mean
 
 if TYPE_CHECKING:
-    from lusbench.dataset import LUSDataset
+    from lusbench.data.dataset import LUSDataset
 
 MODELS = ("linear", "gbm")
 DEFAULT_REPEATS = 5

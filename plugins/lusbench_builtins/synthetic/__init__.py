@@ -12,7 +12,7 @@ import lusbench
 from lusbench_builtins.synthetic.config import DATASET_NAME, config_from_args
 
 if TYPE_CHECKING:
-    from lusbench.dataset import LUSDataset
+    from lusbench.data.dataset import LUSDataset
 
 
 def make_synthetic_dataset(*args: str, **kwargs: Any) -> LUSDataset:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lusbench.dataset import LUSDataset
+from lusbench.data.dataset import LUSDataset
 from lusbench_builtins.synthetic.annotation import annotate, assign_raters, expert_exponents
 from lusbench_builtins.synthetic.config import SyntheticConfig
 from lusbench_builtins.synthetic.echo import visibility

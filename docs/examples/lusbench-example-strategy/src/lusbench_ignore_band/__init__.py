@@ -6,7 +6,7 @@ either way about them.
 """
 
 import lusbench
-from lusbench.strategy import LabelStrategy, parse_unit_float
+from lusbench.train.strategy import LabelStrategy, parse_unit_float
 
 
 class IgnoreBandStrategy(LabelStrategy):

@@ -1,0 +1,1 @@
+"""The plugin API: hook specifications, the plugin manager, registries and spec strings."""

@@ -1,0 +1,84 @@
+"""Registries: name -> factory, per kind of plugin, with the plugin that registered each name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from lusbench.api.specs import parse_spec
+from lusbench.errors import PluginError, UserError
+
+KINDS = ("label_strategies", "datasets", "models", "downstream_tasks")
+
+# The CLI flag that selects each kind, used in error messages.
+FLAGS = {
+    "label_strategies": "--strategy",
+    "datasets": "--dataset",
+    "models": "--model",
+    "downstream_tasks": "--task",
+}
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    factory: Callable[..., Any]
+    plugin: str
+
+    @property
+    def summary(self) -> str:
+        """First line of the factory's docstring, for `lusbench plugins`."""
+        doc = (self.factory.__doc__ or "").strip()
+        return doc.splitlines()[0] if doc else ""
+
+
+class Registry:
+    """All names registered for one kind (label strategies, datasets, models or tasks)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, Entry] = {}
+
+    def add(self, name: str, factory: Callable[..., Any], plugin: str) -> None:
+        if not isinstance(name, str) or not name or ":" in name or "," in name:
+            raise PluginError(f"plugin '{plugin}' registered an invalid {self.kind} name {name!r}")
+        if not callable(factory):
+            raise PluginError(f"plugin '{plugin}' registered {self.kind} '{name}' with a non-callable factory")
+        taken = self._entries.get(name)
+        if taken is not None:
+            raise PluginError(
+                f"{self.kind} name '{name}' is registered by both plugin '{taken.plugin}' and plugin '{plugin}'"
+            )
+        self._entries[name] = Entry(name, factory, plugin)
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def entries(self) -> list[Entry]:
+        return [self._entries[n] for n in self.names()]
+
+    def create(self, text: str, label: str | None = None) -> Any:
+        """Parse a spec and call its factory; every failure is a one-line UserError naming the spec.
+
+        ``label`` names where the spec came from in messages (default: the kind's ``run`` flag, e.g. ``--dataset``).
+        """
+        flag = label or FLAGS[self.kind]
+        try:
+            spec = parse_spec(text)
+        except ValueError as exc:
+            raise UserError(f"{flag} '{text}': {exc}") from None
+        entry = self._entries.get(spec.name)
+        if entry is None:
+            known = ", ".join(self.names()) or "none"
+            raise UserError(f"{flag} '{text}': unknown name '{spec.name}' (known: {known})")
+        try:
+            return entry.factory(*spec.args, **dict(spec.kwargs))
+        except (ValueError, TypeError) as exc:
+            # TypeError: wrong number / unknown keyword of arguments for the factory.
+            raise UserError(f"{flag} '{text}': {_one_line(exc)}") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return " ".join(text.split())

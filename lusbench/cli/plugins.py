@@ -1,0 +1,51 @@
+"""``lusbench plugins``: list every registered name and the plugin that registered it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from lusbench.api.plugins import load_plugins
+from lusbench.api.registry import FLAGS, KINDS
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plugins", help="list plugins and the names they register",
+                       description="List loaded plugins and every registered strategy, dataset, model and task.")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    plugins = load_plugins(args.plugins)
+    doc = {
+        "plugins": [
+            {"name": i.name, "module": i.module, "source": i.source, "error": i.error} for i in plugins.loaded
+        ],
+        **{
+            kind: [{"name": e.name, "plugin": e.plugin, "summary": e.summary} for e in plugins.registries[kind].entries()]
+            for kind in KINDS
+        },
+    }
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return 0
+    from rich.table import Table
+
+    from lusbench.results.render import stdout_console
+
+    console = stdout_console()
+    table = Table(title="lusbench plugins", title_justify="left")
+    for col in ("kind", "name", "plugin", "description"):
+        table.add_column(col)
+    for kind in KINDS:
+        for entry in doc[kind]:
+            table.add_row(f"{kind.replace('_', ' ')} ({FLAGS[kind]})", entry["name"], entry["plugin"], entry["summary"])
+    console.print(table)
+    loaded = Table(title="plugins", title_justify="left")
+    for col in ("plugin", "module", "source", "status"):
+        loaded.add_column(col)
+    for info in plugins.loaded:
+        loaded.add_row(info.name, info.module, info.source, f"[red]{info.error}[/red]" if info.error else "ok")
+    console.print(loaded)
+    return 0

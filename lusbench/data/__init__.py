@@ -1,0 +1,1 @@
+"""Data: the in-memory dataset, its confidence levels, and patient-grouped folds."""

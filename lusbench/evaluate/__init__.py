@@ -1,0 +1,1 @@
+"""Evaluation: segmentation metrics, features of segmentations, downstream tasks, statistics."""

@@ -1,0 +1,173 @@
+"""The grid of one run: strategies x seeds x folds trained, then the downstream tasks; each unit of work is a
+record in the results store, and a unit whose record exists is never recomputed (unless ``force``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from lusbench.data.confidence import binarize
+from lusbench.data.folds import patient_folds, patient_holdout
+from lusbench.evaluate.run_results import REFERENCE_EXPERT, REFERENCE_TRUE
+from lusbench.results.keys import RunKeys
+from lusbench.results.store import RecordKey, ResultsStore
+from lusbench.train.checkpoints import save_checkpoint
+from lusbench.train.models import check_model
+from lusbench.train.strategy import check_strategy
+
+if TYPE_CHECKING:
+    from lusbench.data.dataset import LUSDataset
+    from lusbench.exec.plan import RunPlan
+    from lusbench.progress import Progress
+
+
+class Grid:
+    """The work of one run; each method skips what the store already holds."""
+
+    def __init__(self, plan: RunPlan, dataset: LUSDataset, builder: Any, strategies: list[Any], tasks: list[Any],
+                 train_config: Any, device: Any, environment: dict[str, Any], keys: RunKeys, store: ResultsStore,
+                 progress: Progress) -> None:
+        self.plan, self.dataset, self.builder, self.strategies, self.tasks = plan, dataset, builder, strategies, tasks
+        self.train_config, self.device, self.environment, self.keys = train_config, device, environment, keys
+        self.store, self.progress = store, progress
+        self.folds = {seed: patient_folds(dataset.patient, plan.folds, seed) for seed in plan.seeds}
+
+    def _done(self, key: RecordKey, artifact: bool) -> bool:
+        if self.plan.force:
+            return False
+        if self.store.get(key) is None:
+            return False
+        return not artifact or self.store.artifact_path(key, ".npz").exists()
+
+    def run_cells(self) -> None:
+        todo = [
+            (strategy, seed, fold)
+            for seed in self.plan.seeds
+            for strategy in self.strategies
+            for fold in range(self.plan.folds)
+            if not self._done(self.keys.cell(strategy.name, seed, fold), artifact=True)
+        ]
+        total = len(self.strategies) * len(self.plan.seeds) * self.plan.folds
+        if len(todo) < total:
+            self.progress.note(f"reusing {total - len(todo)} of {total} trained folds from {self.store.run_dir}")
+        if not todo:
+            return
+        import torch
+
+        from lusbench.train import engine as training
+
+        images, confidence = training.dataset_tensors(self.dataset, self.device)
+        check_model(self.builder, images[:2], self.dataset.n_classes)
+        for strategy in dict.fromkeys(s for s, _, _ in todo):
+            check_strategy(strategy, confidence[:8])
+        true_masks = None if self.dataset.true_masks is None else torch.from_numpy(self.dataset.true_masks).to(self.device)
+        with self.progress.task("training", total=len(todo) * self.train_config.epochs) as bar:
+            for i, (strategy, seed, fold) in enumerate(todo, 1):
+                label = f"[{i}/{len(todo)}] {strategy.name} seed {seed} fold {fold}"
+                started = time.perf_counter()
+                metrics = self._train_cell(strategy, seed, fold, images, confidence, true_masks, bar, label)
+                dice = float(np.nanmean(metrics["dice"])) if "dice" in metrics else float("nan")
+                self.progress.note(f"{label}: dice {dice:.3f}, {time.perf_counter() - started:.1f} s")
+
+    def _train_cell(self, strategy: Any, seed: int, fold: int, images: Any, confidence: Any, true_masks: Any,
+                    bar: Any, label: str) -> dict[str, np.ndarray]:
+        import torch
+
+        from lusbench.evaluate.segmetrics import calibration_bins, frame_metrics
+        from lusbench.train import engine as training
+
+        test_idx = self.folds[seed][fold]
+        train_idx = np.sort(np.concatenate([f for i, f in enumerate(self.folds[seed]) if i != fold]))
+        # Same seed for every strategy at (seed, fold): identical split, init and batch order, so
+        # strategies differ only in their targets and the comparison is paired.
+        cell_seed = seed * 1000 + fold
+        fit_idx, val_idx = patient_holdout(train_idx, self.dataset.patient, self.plan.val_fraction, cell_seed)
+        epochs_before = bar.completed
+
+        def on_epoch(epoch: int, stats: dict[str, float]) -> None:
+            bar.update(completed=epochs_before + epoch + 1, description=f"{label} epoch {epoch + 1}")
+
+        trained = training.train_model(self.builder, strategy, images, confidence, fit_idx, val_idx, self.train_config,
+                                       seed=cell_seed, device=self.device, on_epoch=on_epoch)
+        bar.update(completed=epochs_before + self.train_config.epochs)
+        probs = training.predict_probs(trained.model, images, test_idx, self.train_config.batch_size)
+        conf = confidence[torch.as_tensor(test_idx, device=confidence.device)]
+        truth = None if true_masks is None else true_masks[torch.as_tensor(test_idx, device=true_masks.device)]
+        metrics = frame_metrics(probs, conf, truth, self.plan.eval_threshold, self.dataset.classes)
+        calibration = calibration_bins(probs, binarize(conf, self.plan.eval_threshold))
+        key = self.keys.cell(strategy.name, seed, fold)
+        # Probabilities are kept at 8 bits: features are always computed from the stored copy, so a
+        # resumed run and an uninterrupted one see the same numbers.
+        quantized = (probs * 255).round().to(torch.uint8).cpu().numpy()
+        self.store.save_arrays(key, frames=test_idx, probs=quantized, fit_frames=fit_idx, val_frames=val_idx)
+        save_checkpoint(trained.model, self.store.artifact_path(key, ".pt"))
+        payload = {
+            "frames": test_idx.tolist(),
+            "metrics": {name: values.tolist() for name, values in metrics.items()},
+            "calibration": calibration,
+            "best_epoch": trained.best_epoch,
+            "history": trained.history,
+        }
+        self.store.put(key, payload, self.environment)
+        return metrics
+
+    def _oof_probs(self, row: str, seed: int) -> np.ndarray:
+        out = np.zeros((self.dataset.n_frames, self.dataset.n_classes, *self.dataset.image_shape), dtype=np.float32)
+        for fold in range(self.plan.folds):
+            arrays = self.store.load_arrays(self.keys.cell(row, seed, fold))
+            out[arrays["frames"]] = arrays["probs"].astype(np.float32) / 255.0
+        return out
+
+    def _reference_maps(self) -> dict[str, np.ndarray]:
+        labels = binarize(self.dataset.confidence_float(), self.plan.eval_threshold).astype(np.float32)
+        maps = {REFERENCE_EXPERT: labels}
+        if self.dataset.true_masks is not None:
+            maps[REFERENCE_TRUE] = self.dataset.true_masks.astype(np.float32)
+        return maps
+
+    def run_tasks(self) -> None:
+        from lusbench.evaluate.features import compute_features
+
+        self._reference_segmentation()
+        references: dict[str, np.ndarray] | None = None
+        for seed in self.plan.seeds:
+            for row in [s.name for s in self.strategies] + [REFERENCE_EXPERT, REFERENCE_TRUE]:
+                missing = [t for t in self.tasks if not self._done(self.keys.task(row, seed, t.name), artifact=False)]
+                if not missing:
+                    continue
+                if row in (REFERENCE_EXPERT, REFERENCE_TRUE):
+                    references = references or self._reference_maps()
+                    if row not in references:
+                        continue
+                    maps = references[row]
+                else:
+                    maps = self._oof_probs(row, seed)
+                features = compute_features(maps, self.dataset)
+                for task in missing:
+                    started = time.perf_counter()
+                    values = task.evaluate(features, self.dataset, seed)
+                    self.store.put(self.keys.task(row, seed, task.name), {"metrics": values}, self.environment)
+                    self.progress.note(f"task {task.name} on {row} seed {seed}: {time.perf_counter() - started:.1f} s")
+
+    def _reference_segmentation(self) -> None:
+        """The expert labels scored against the true masks (``true.*``): how good the labels themselves are."""
+        if self.dataset.true_masks is None:
+            return
+        key = self.keys.cell(REFERENCE_EXPERT, -1, -1)
+        if self._done(key, artifact=False):
+            return
+        import torch
+
+        from lusbench.evaluate.segmetrics import frame_metrics
+
+        labels = torch.from_numpy(self._reference_maps()[REFERENCE_EXPERT])
+        confidence = torch.from_numpy(self.dataset.confidence_float())
+        truth = torch.from_numpy(self.dataset.true_masks)
+        metrics = frame_metrics(labels, confidence, truth, self.plan.eval_threshold, self.dataset.classes)
+        kept = {name: values.tolist() for name, values in metrics.items() if name.startswith("true.")}
+        self.store.put(key, {"frames": list(range(self.dataset.n_frames)), "metrics": kept}, self.environment)
+
+

@@ -1,0 +1,1 @@
+"""Results: the store and its record keys, reading runs back, the leaderboard, its renderings, check and report."""

@@ -1,0 +1,220 @@
+"""``lusbench check``: compare a fresh leaderboard with a committed baseline, metric by metric.
+
+A metric regresses when the baseline is better than the current value by more than the metric's absolute
+tolerance, in the metric's own direction (``higher_is_better``). Rows are paired by strategy; reference
+rows are context and never compared. A baseline from another schema or configuration cannot be compared.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from lusbench.errors import CannotCompareError, UserError
+from lusbench.results.document import SCHEMA
+from lusbench.results.render import fmt_value
+
+# Default absolute tolerances; the first matching pattern wins (docs/ci.md explains the choices). Sized for
+# the `quick` preset's seed-to-seed noise: tight enough to catch a broken strategy, loose enough not to flake.
+DEFAULT_TOLERANCES: tuple[tuple[str, float], ...] = (
+    ("*hd95*", 5.0),            # pixels
+    ("*ece", 0.03),
+    ("*brier", 0.03),
+    ("sf_ratio.mae", 15.0),     # S/F ratio units (the ratio spans about 75..476)
+    ("sf_ratio.rmse", 15.0),
+    ("sf_ratio.r2", 0.15),
+    ("*pearson_r", 0.10),
+    ("*auroc", 0.10),
+    ("*auprc", 0.10),
+    ("*balanced_accuracy", 0.10),
+    ("*f1", 0.10),
+    ("*", 0.05),                # Dice, IoU, soft/multi-threshold Dice and anything else bounded in [0, 1]
+)
+
+VERDICT_OK = "ok"
+VERDICT_IMPROVED = "improved"
+VERDICT_REGRESSION = "REGRESSION"
+VERDICT_MISSING = "MISSING"
+VERDICT_NEW = "new"
+VERDICT_NA = "n/a"
+FAILING = (VERDICT_REGRESSION, VERDICT_MISSING)
+
+
+@dataclass(frozen=True)
+class CheckLine:
+    """One compared (row, metric): ``delta = new - old``; ``verdict`` is one of the VERDICT_* strings."""
+
+    row: str
+    metric: str
+    higher_is_better: bool
+    old: float | None
+    new: float | None
+    delta: float | None
+    tolerance: float
+    verdict: str
+
+    @property
+    def failed(self) -> bool:
+        return self.verdict in FAILING
+
+
+def parse_tolerances(items: Sequence[str]) -> dict[str, float]:
+    """``["dice=0.02", "sf_ratio.*=20"]`` -> ``{"dice": 0.02, "sf_ratio.*": 20.0}``; UserError when malformed."""
+    out: dict[str, float] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            tol = float(value)
+        except ValueError:
+            tol = math.nan
+        if not sep or not name.strip() or not math.isfinite(tol) or tol < 0:
+            raise UserError(f"--tolerance {item!r}: expected METRIC=ABS with ABS a non-negative number")
+        out[name.strip()] = tol
+    return out
+
+
+def _lookup(metric: str, table: Mapping[str, float] | Sequence[tuple[str, float]]) -> float | None:
+    """Exact name first, then glob patterns in order."""
+    pairs = list(table.items()) if isinstance(table, Mapping) else list(table)
+    for pattern, tol in pairs:
+        if pattern == metric:
+            return float(tol)
+    for pattern, tol in pairs:
+        if fnmatch.fnmatchcase(metric, pattern):
+            return float(tol)
+    return None
+
+
+def tolerance_for(metric: str, overrides: Mapping[str, float], baseline_tolerances: Mapping[str, float]) -> float:
+    """The metric's tolerance: ``--tolerance`` flags, then the baseline's ``tolerances`` map, then defaults."""
+    for table in (overrides, baseline_tolerances, DEFAULT_TOLERANCES):
+        tol = _lookup(metric, table)
+        if tol is not None:
+            return tol
+    raise AssertionError("DEFAULT_TOLERANCES ends with a catch-all pattern")
+
+
+def baseline_tolerances(baseline: Mapping[str, Any]) -> dict[str, float]:
+    """The ``tolerances`` map stored in a baseline file (empty when absent); UserError when malformed."""
+    raw = baseline.get("tolerances") or {}
+    if not isinstance(raw, dict):
+        raise UserError("the baseline's 'tolerances' must be a map of METRIC (or glob) to an absolute tolerance")
+    return parse_tolerances([f"{k}={v}" for k, v in raw.items()])
+
+
+def config_differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """``key: old != new`` for every differing configuration key (nested maps as ``train.epochs``), hash excluded."""
+    missing = object()
+    out = []
+    for k in sorted((set(old) | set(new)) - {"config_hash"}):
+        a, b = old.get(k, missing), new.get(k, missing)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out += config_differences(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: {'(absent)' if a is missing else repr(a)} != {'(absent)' if b is missing else repr(b)}")
+    return out
+
+
+def ensure_comparable(baseline: Mapping[str, Any], current: Mapping[str, Any]) -> None:
+    """Raise CannotCompareError unless both documents share the schema and the configuration hash."""
+    if baseline.get("schema") != current.get("schema"):
+        raise CannotCompareError(
+            f"baseline schema {baseline.get('schema')!r} differs from current {current.get('schema')!r}"
+        )
+    if current.get("schema") != SCHEMA:
+        raise CannotCompareError(f"unsupported leaderboard schema {current.get('schema')!r} (this lusbench reads {SCHEMA})")
+    old_cfg, new_cfg = baseline.get("config") or {}, current.get("config") or {}
+    old_hash, new_hash = old_cfg.get("config_hash"), new_cfg.get("config_hash")
+    if old_hash is None or old_hash != new_hash:
+        diffs = config_differences(old_cfg, new_cfg)
+        detail = "; ".join(diffs) if diffs else f"config_hash {old_hash!r} != {new_hash!r}, listed keys equal"
+        raise CannotCompareError(f"baseline was made with another configuration ({detail}); rerun with its "
+                                 "configuration or refresh it with --update-baseline")
+    old_dir = {m["name"]: m["higher_is_better"] for m in baseline["metrics"]}
+    new_dir = {m["name"]: m["higher_is_better"] for m in current["metrics"]}
+    flipped = sorted(m for m in old_dir.keys() & new_dir.keys() if old_dir[m] != new_dir[m])
+    if flipped:
+        raise CannotCompareError(f"metric direction (higher_is_better) changed for {', '.join(flipped)}")
+
+
+def environment_differences(baseline: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """Environment changes (versions, device): reported, never a reason to refuse the comparison."""
+    return config_differences(baseline.get("environment") or {}, current.get("environment") or {})
+
+
+def _verdict(old: float | None, new: float | None, higher: bool, tol: float) -> tuple[float | None, str]:
+    if old is None and new is None:
+        return None, VERDICT_NA
+    if old is None:
+        return None, VERDICT_NEW
+    if new is None:
+        return None, VERDICT_MISSING
+    delta = new - old
+    worse_by = -delta if higher else delta
+    if worse_by > tol:
+        return delta, VERDICT_REGRESSION
+    if -worse_by > tol:
+        return delta, VERDICT_IMPROVED
+    return delta, VERDICT_OK
+
+
+def compare(
+    baseline: Mapping[str, Any], current: Mapping[str, Any], overrides: Mapping[str, float] | None = None
+) -> list[CheckLine]:
+    """Every (strategy row, baseline metric) of the baseline against the current document.
+
+    A baseline row or metric missing from the current document is MISSING (a failure: the benchmark lost
+    something it used to measure); a value missing in both is n/a; a value only in the current one is new.
+    Raises CannotCompareError as :func:`ensure_comparable`.
+    """
+    ensure_comparable(baseline, current)
+    stored = baseline_tolerances(baseline)
+    current_rows = {r["strategy"]: r for r in current["rows"]}
+    lines = []
+    for old_row in baseline["rows"]:
+        if old_row.get("reference"):
+            continue
+        new_row = current_rows.get(old_row["strategy"])
+        for m in baseline["metrics"]:
+            name, higher = m["name"], bool(m["higher_is_better"])
+            tol = tolerance_for(name, overrides or {}, stored)
+            old = (old_row["metrics"].get(name) or {}).get("mean")
+            new = None if new_row is None else (new_row["metrics"].get(name) or {}).get("mean")
+            if new_row is None:
+                delta, verdict = None, VERDICT_MISSING
+            else:
+                delta, verdict = _verdict(old, new, higher, tol)
+            lines.append(CheckLine(old_row["strategy"], name, higher, old, new, delta, tol, verdict))
+    return lines
+
+
+def uncompared_rows(baseline: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """Strategies of the current leaderboard that the baseline does not have (so nothing guards them yet)."""
+    known = {r["strategy"] for r in baseline["rows"]}
+    return [r["strategy"] for r in current["rows"] if not r.get("reference") and r["strategy"] not in known]
+
+
+def updated_baseline(current: Mapping[str, Any], previous: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The new baseline: the current document, keeping the previous baseline's ``tolerances`` map."""
+    doc = dict(current)
+    if previous is not None and previous.get("tolerances"):
+        doc["tolerances"] = previous["tolerances"]
+    return doc
+
+
+def summary(lines: Sequence[CheckLine]) -> str:
+    """One line: how many metrics were compared and which failed."""
+    failed = [ln for ln in lines if ln.failed]
+    rows = len({ln.row for ln in lines})
+    if not failed:
+        improved = sum(ln.verdict == VERDICT_IMPROVED for ln in lines)
+        hint = f"; {improved} improved beyond tolerance (refresh the baseline with --update-baseline)" if improved else ""
+        return f"check passed: {len(lines)} metrics compared over {rows} strategies, no regression{hint}"
+    shown = ", ".join(
+        f"{ln.row} {ln.metric} ({fmt_value(ln.old)} -> {fmt_value(ln.new)}, tolerance {ln.tolerance:g})" for ln in failed[:5]
+    )
+    more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
+    return f"check FAILED: {len(failed)} of {len(lines)} metrics regressed or went missing: {shown}{more}"

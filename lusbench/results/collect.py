@@ -1,0 +1,111 @@
+"""Reading a run back from its store: the results of the last run in a directory, and its trained models.
+
+Nothing here trains: the leaderboard, ``check`` and the report are rebuilt from these records.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from lusbench.errors import UserError
+from lusbench.evaluate.metricdefs import MetricDef
+from lusbench.evaluate.run_results import RunResults, pool_calibration
+from lusbench.results.keys import MANIFEST, RunKeys
+from lusbench.results.store import RecordKey, ResultsStore
+
+if TYPE_CHECKING:
+    import torch
+
+    from lusbench.api.plugins import Plugins
+
+
+def collect_results(store: ResultsStore, manifest: dict[str, Any]) -> RunResults:
+    """Assemble :class:`RunResults` for the run described by ``manifest`` from the store's records."""
+    config = manifest["config"]
+    keys = RunKeys.of(manifest)
+    n_frames = len(manifest["frame_patient"])
+    results = RunResults(
+        config=config,
+        environment=manifest["environment"],
+        metric_defs=[MetricDef(**m) for m in manifest["metric_defs"]],
+        frame_patient=np.asarray(manifest["frame_patient"]),
+        rows=[],
+        seeds=list(config["seeds"]),
+        references=set(manifest["references"]),
+        reference_strategy=manifest["reference_strategy"],
+    )
+    for row in manifest["rows"]:
+        present = False
+        for seed in config["seeds"]:
+            folds = [(seed, f) for f in range(config["folds"])] if row not in results.references else [(-1, -1)]
+            seg = _collect_segmentation(store, keys, row, folds, n_frames)
+            if seg is not None:
+                metrics, calibration = seg
+                results.seg[(row, seed)] = metrics
+                if calibration is not None:
+                    results.calibration[(row, seed)] = calibration
+                present = True
+            task_metrics: dict[str, list[float]] = {}
+            for task in config["tasks"]:
+                record = store.get(keys.task(row, seed, task))
+                if record is not None:
+                    task_metrics.update(record["metrics"])
+            if task_metrics:
+                results.tasks[(row, seed)] = task_metrics
+                present = True
+        if present:
+            results.rows.append(row)
+    return results
+
+
+def _collect_segmentation(store: ResultsStore, keys: RunKeys, row: str, folds: list[tuple[int, int]],
+                          n_frames: int) -> tuple[dict[str, np.ndarray], dict[str, list[float]] | None] | None:
+    records = [store.get(keys.cell(row, seed, fold)) for seed, fold in folds]
+    if any(r is None for r in records):
+        return None
+    metrics: dict[str, np.ndarray] = {}
+    for record in records:
+        frames = np.asarray(record["frames"], dtype=np.int64)
+        for name, values in record["metrics"].items():
+            metrics.setdefault(name, np.full(n_frames, np.nan))[frames] = np.asarray(values, dtype=np.float64)
+    calibrations = [r["calibration"] for r in records if "calibration" in r]
+    return metrics, (pool_calibration(calibrations) if calibrations else None)
+
+
+def read_manifest(store: ResultsStore) -> dict[str, Any]:
+    """The description of the last run in ``store`` (written when it started)."""
+    manifest = store.get_meta(MANIFEST)
+    if manifest is None:
+        raise UserError(f"'{store.run_dir}' holds no run configuration")
+    return manifest
+
+
+def fold_record_key(manifest: dict[str, Any], strategy: str, seed: int, fold: int) -> RecordKey:
+    """The store key of one trained fold of the run described by ``manifest``."""
+    return RunKeys.of(manifest).cell(strategy, seed, fold)
+
+
+def load_results(run_dir: Path) -> RunResults:
+    """The results of the last run in ``run_dir``, rebuilt from its store without retraining."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "results.sqlite").exists():
+        raise UserError(f"no lusbench run in '{run_dir}' (no results.sqlite; run `lusbench run --out {run_dir}` first)")
+    with ResultsStore(run_dir, readonly=True) as store:
+        return collect_results(store, read_manifest(store))
+
+
+def load_fold_model(run_dir: Path, strategy: str, seed: int, fold: int, plugins: Plugins) -> torch.nn.Module:
+    """The model trained for ``strategy`` at ``seed`` and ``fold`` in the last run of ``run_dir``, in eval mode."""
+    from lusbench.train.checkpoints import load_checkpoint
+
+    with ResultsStore(run_dir, readonly=True) as store:
+        manifest = read_manifest(store)
+        key = fold_record_key(manifest, strategy, seed, fold)
+        path = store.artifact_path(key, ".pt")
+        if store.get(key) is None or not path.exists():
+            raise UserError(f"no checkpoint of {strategy} seed {seed} fold {fold} in {run_dir}")
+    model = plugins.models.create(manifest["config"]["model"]).build(1, len(manifest["classes"]))
+    return load_checkpoint(model, path)

@@ -1,0 +1,128 @@
+"""The leaderboard document (field by field in docs/leaderboard.md), built from a run's results.
+
+``build_leaderboard`` turns a :class:`RunResults` into a JSON-safe dict; everything downstream (the
+renderings in :mod:`lusbench.results.render`, the HTML report, ``lusbench check``) reads only that dict.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lusbench.errors import UserError
+from lusbench.results.document import LEADERBOARD_FILE, SCHEMA, json_safe, read_leaderboard
+
+if TYPE_CHECKING:
+    from lusbench.evaluate.run_results import RunResults
+
+
+def build_leaderboard(results: RunResults, reference: str | None = None) -> dict[str, Any]:
+    """The leaderboard document of ``results``; ``reference`` overrides ``results.reference_strategy``.
+
+    Raises ValueError when the requested reference strategy is a reference row (those are context, never
+    the paired baseline).
+    """
+    from lusbench.evaluate import stats
+
+    ref = reference if reference is not None else results.reference_strategy
+    if ref is not None and ref in results.references:
+        raise ValueError(f"{ref} is a reference row, not a strategy; it cannot be the paired baseline")
+    run = stats.RunStatistics(results)
+    defs = results.metric_defs
+    strategies = [r for r in results.rows if r not in results.references]
+    compared = ref is not None and ref in results.rows
+    if ref is None:
+        note = "no reference strategy: no paired comparison"
+    elif not compared:
+        note = f"reference strategy {ref} is not in this run: no paired comparison"
+    else:
+        note = None
+
+    rows: list[dict[str, Any]] = []
+    for row in results.rows:
+        metrics = {}
+        for d in defs:
+            est, n_seeds = run.estimate(row, d.name)
+            metrics[d.name] = {"mean": est.mean, "ci_low": est.ci_low, "ci_high": est.ci_high, "n": est.n, "seeds": n_seeds}
+        seeds = sorted({s for (r, s) in (*results.seg, *results.tasks) if r == row})
+        rows.append({"strategy": row, "reference": row in results.references, "seeds": seeds, "metrics": metrics,
+                     "comparison": {}, "rank": {}})
+    by_name = {r["strategy"]: r for r in rows}
+
+    for d in defs:
+        ranks = stats.competition_ranks({r: by_name[r]["metrics"][d.name]["mean"] for r in strategies}, d.higher_is_better)
+        for r in strategies:
+            by_name[r]["rank"][d.name] = ranks[r]
+        if not compared:
+            continue
+        others = [r for r in strategies if r != ref]
+        tests = [run.compare(r, ref, d.name) for r in others]
+        adjusted = stats.holm_adjust([t.p_value for t in tests])
+        for r, t, p_holm in zip(others, tests, adjusted, strict=True):
+            by_name[r]["comparison"][d.name] = {
+                "delta": t.delta, "p_value": t.p_value, "p_holm": p_holm, "n": t.n,
+                "mark": stats.significance_mark(t.delta, p_holm, d.higher_is_better),
+            }
+
+    return json_safe({
+        "schema": SCHEMA,
+        "config": results.config,
+        "environment": results.environment,
+        "metrics": [{**d.to_json(), "unit": run.unit[d.name]} for d in defs],
+        "reference_strategy": ref,
+        "comparison_note": note,
+        "statistics": {
+            "ci_level": stats.CI_LEVEL, "alpha": stats.ALPHA,
+            "bootstrap_samples": stats.N_BOOTSTRAP, "permutations": stats.N_PERMUTATIONS,
+            "exact_permutation_max_n": stats.EXACT_PERMUTATION_MAX_N, "random_seed": stats.RANDOM_SEED,
+            "patient_ci": "percentile bootstrap over patients", "seed_repeat_ci": "Student t over seeds x CV repeats",
+            "test": "two-sided paired sign-flip permutation test of the mean difference",
+            "adjustment": "Holm over the strategies compared on one metric",
+        },
+        "rows": rows,
+        "calibration": pooled_calibration(results),
+    })
+
+
+def pooled_calibration(results: RunResults) -> dict[str, dict[str, list[float]]]:
+    """Reliability bins per row, pooled over seeds."""
+    from lusbench.evaluate.run_results import pool_calibration
+
+    pooled: dict[str, dict[str, list[float]]] = {}
+    for row in results.rows:
+        bins = [results.calibration[(row, s)] for s in results.seeds if (row, s) in results.calibration]
+        if bins:
+            pooled[row] = pool_calibration(bins)
+    return json_safe(pooled)
+
+
+def load_run_leaderboard(run_dir: str | os.PathLike[str], reference: str | None = None) -> dict[str, Any]:
+    """The leaderboard of the run in ``run_dir``, rebuilt from its results store without retraining.
+
+    A directory with only a ``leaderboard.json`` (say, a CI artifact) is read as stored; recomputing its
+    paired tests against another ``reference`` would need the per-patient values only the store holds.
+    UserError (exit 2) for a missing run, or a ``reference`` that is not a strategy of the run.
+    """
+    from lusbench.results.store import DB_NAME
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"run directory {run_dir} does not exist (run `lusbench run` first, or pass --out DIR)")
+    if (run_dir / DB_NAME).exists():
+        from lusbench.results.collect import load_results
+
+        results = load_results(run_dir)
+        if reference is not None and reference not in results.rows:
+            raise UserError(f"--reference {reference} is not a row of this run: {', '.join(results.rows)}")
+        try:
+            return build_leaderboard(results, reference)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+    doc = read_leaderboard(run_dir / LEADERBOARD_FILE)
+    if reference is not None and reference != doc.get("reference_strategy"):
+        raise UserError(f"--reference {reference}: {run_dir} has no results store ({DB_NAME}) to recompute the paired "
+                        f"tests; its {LEADERBOARD_FILE} compares with {doc.get('reference_strategy')} only")
+    return doc
+
+

@@ -1,0 +1,308 @@
+"""The HTML report: one self-contained page (inline CSS, matplotlib PNGs embedded as base64, no external
+assets) built from a leaderboard document, so it renders from a stored ``leaderboard.json`` alone.
+
+Figures: every main metric against the binarization threshold of the ``threshold:t`` strategies with CI
+bands (the study's main figure), per-class Dice, a reliability diagram and the downstream task metrics per
+strategy; then the compact table and the full table of every metric.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from lusbench.fileio import atomic_write_text
+from lusbench.results.render import MARK_GLYPH, cell_parts, column_header, config_line, default_columns, fmt_p, fmt_value, legend
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+MARK_COLOR = {"better": "#1a9850", "worse": "#d73027"}
+
+
+def threshold_of(strategy: str) -> float | None:
+    """``t`` of a ``threshold:t`` spec (None for anything else, including keyword or multiple arguments)."""
+    name, sep, arg = strategy.partition(":")
+    if name != "threshold" or not sep:
+        return None
+    try:
+        return float(arg)
+    except ValueError:
+        return None
+
+
+def _png(fig: Figure) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)  # layouts are constrained: no second "tight" pass
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _entry(row: dict[str, Any], metric: str) -> tuple[float | None, float | None, float | None]:
+    e = row["metrics"].get(metric) or {}
+    return e.get("mean"), e.get("ci_low"), e.get("ci_high")
+
+
+def _yerr(means: Sequence[float], lows: Sequence[float | None], highs: Sequence[float | None]) -> list[list[float]]:
+    """Asymmetric error bars; zero length where the CI is unknown (n < 2)."""
+    return [[m - lo if lo is not None else 0.0 for m, lo in zip(means, lows, strict=True)],
+            [hi - m if hi is not None else 0.0 for m, hi in zip(means, highs, strict=True)]]
+
+
+def _grid(n: int, ncols: int, panel: tuple[float, float]) -> tuple[Figure, list[Axes]]:
+    from matplotlib.figure import Figure
+
+    ncols = min(ncols, n)
+    nrows = -(-n // ncols)
+    fig = Figure(figsize=(panel[0] * ncols, panel[1] * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel().tolist()
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes[:n]
+
+
+def figure_threshold_curves(doc: dict[str, Any], metrics: Sequence[str]) -> Figure | None:
+    """Each metric against t for the ``threshold:t`` rows (mean, 95% CI band; significant points coloured),
+    other strategies and reference rows as horizontal lines. None without threshold rows or metrics."""
+    from matplotlib import colormaps
+
+    curve = sorted((t, r) for r in doc["rows"] if not r.get("reference") and (t := threshold_of(r["strategy"])) is not None)
+    flat = [r for r in doc["rows"] if r.get("reference") or threshold_of(r["strategy"]) is None]
+    if not curve or not metrics:
+        return None
+    fig, axes = _grid(len(metrics), 3, (4.2, 3.2))
+    colors = colormaps["tab10"]
+    for ax, metric in zip(axes, metrics, strict=True):
+        pts = [(t, *_entry(r, metric), (r.get("comparison", {}).get(metric) or {}).get("mark", "")) for t, r in curve]
+        pts = [p for p in pts if p[1] is not None]
+        if pts:
+            ts = [p[0] for p in pts]
+            ax.plot(ts, [p[1] for p in pts], "-o", color="#2b5c8a", label="threshold:t", zorder=3)
+            lo = [p[2] if p[2] is not None else p[1] for p in pts]
+            hi = [p[3] if p[3] is not None else p[1] for p in pts]
+            ax.fill_between(ts, lo, hi, color="#2b5c8a", alpha=0.2, label="95% CI")
+            for t, mean, _, _, mark in pts:
+                if mark in MARK_COLOR:
+                    ax.plot([t], [mean], "o", color=MARK_COLOR[mark], markersize=9, zorder=4)
+            ref_t = threshold_of(doc.get("reference_strategy") or "")
+            for t, mean, *_ in pts:
+                if t == ref_t:
+                    ax.plot([t], [mean], "s", mfc="none", mec="black", markersize=11, zorder=5, label="baseline")
+        for i, row in enumerate(flat):
+            mean = _entry(row, metric)[0]
+            if mean is not None:
+                # tab10's first colour is close to the curve's: start at the second.
+                ax.axhline(mean, color=colors((i + 1) % 10), linestyle=":" if row.get("reference") else "--", lw=1.3,
+                           label=row["strategy"])
+        ax.set_title(column_header(doc, metric), fontsize=10)
+        ax.set_xlabel("binarization threshold t")
+        ax.grid(alpha=0.3)
+        if not pts and not ax.lines:
+            ax.text(0.5, 0.5, "no values", ha="center", va="center", transform=ax.transAxes)
+    handles, labels = {}, []
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            if lab not in handles:
+                handles[lab] = h
+                labels.append(lab)
+    fig.legend([handles[lab] for lab in labels], labels, loc="outside lower center", ncols=min(4, len(labels)), fontsize=8)
+    return fig
+
+
+def figure_per_class(doc: dict[str, Any], prefix: str = "dice.") -> Figure | None:
+    """Grouped bars: one group per class (``dice.<class>`` metrics), one bar per row that has them."""
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+
+    classes = [m["name"] for m in doc["metrics"] if m["name"].startswith(prefix)]
+    rows = [r for r in doc["rows"] if any(_entry(r, c)[0] is not None for c in classes)]
+    if not classes or not rows:
+        return None
+    fig = Figure(figsize=(max(6.0, 1.2 * len(classes) * max(1, len(rows)) / 3), 3.8), layout="constrained")
+    ax = fig.subplots()
+    width = 0.8 / len(rows)
+    colors = colormaps["tab10"]
+    for i, row in enumerate(rows):
+        xs, means, lows, highs = [], [], [], []
+        for j, c in enumerate(classes):
+            mean, lo, hi = _entry(row, c)
+            if mean is not None:
+                xs.append(j - 0.4 + width * (i + 0.5))
+                means.append(mean)
+                lows.append(lo)
+                highs.append(hi)
+        ax.bar(xs, means, width, yerr=_yerr(means, lows, highs), capsize=2, color=colors(i % 10),
+               hatch="//" if row.get("reference") else None, label=row["strategy"])
+    ax.set_xticks(range(len(classes)), [c[len(prefix):] for c in classes])
+    ax.set_ylabel(prefix.rstrip(".") + " (mean, 95% CI)")
+    ax.grid(axis="y", alpha=0.3)
+    fig.legend(loc="outside right upper", fontsize=8)
+    return fig
+
+
+def figure_reliability(doc: dict[str, Any]) -> Figure | None:
+    """Reliability diagram (observed frequency vs mean predicted probability per bin) and bin occupancy."""
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+
+    calibration = doc.get("calibration") or {}
+    if not calibration:
+        return None
+    fig = Figure(figsize=(6.5, 6.0), layout="constrained")
+    top, bottom = fig.subplots(2, 1, height_ratios=[3, 1], sharex=True)
+    top.plot([0, 1], [0, 1], color="grey", lw=1, linestyle="--", label="perfect calibration")
+    colors = colormaps["tab10"]
+    for i, (row, bins) in enumerate(calibration.items()):
+        count = [c or 0 for c in bins["count"]]
+        total = sum(count) or 1
+        pts = [(p, f) for p, f, c in zip(bins["mean_prob"], bins["frac_positive"], count, strict=True)
+               if c and p is not None and f is not None]
+        if pts:
+            top.plot(*zip(*pts, strict=True), "-o", markersize=3, color=colors(i % 10), label=row)
+        edges = bins["bin_edges"]
+        centers = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:], strict=True)]
+        # Empty bins are gaps, not a plunge to log(0).
+        bottom.plot(centers, [c / total if c else float("nan") for c in count], "-o", markersize=2, color=colors(i % 10))
+    top.set_ylabel("observed frequency of the label")
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1)
+    top.grid(alpha=0.3)
+    top.legend(fontsize=8)
+    bottom.set_yscale("log")
+    bottom.set_xlabel("predicted probability")
+    bottom.set_ylabel("fraction of pixels")
+    bottom.grid(alpha=0.3)
+    return fig
+
+
+def figure_downstream(doc: dict[str, Any]) -> Figure | None:
+    """One panel per task metric: every row's mean with its 95% CI, significant differences coloured."""
+    metrics = [m["name"] for m in doc["metrics"] if m.get("unit") == "seed_repeat"]
+    if not metrics:
+        return None
+    rows = doc["rows"]
+    fig, axes = _grid(len(metrics), 3, (4.2, 0.9 + 0.32 * len(rows)))
+    for ax, metric in zip(axes, metrics, strict=True):
+        for y, row in enumerate(rows):
+            mean, lo, hi = _entry(row, metric)
+            if mean is None:
+                continue
+            mark = (row.get("comparison", {}).get(metric) or {}).get("mark", "")
+            color = "#888888" if row.get("reference") else MARK_COLOR.get(mark, "#2b5c8a")
+            ax.errorbar([mean], [y], xerr=_yerr([mean], [lo], [hi]), fmt="o", color=color, capsize=3)
+        ax.set_yticks(range(len(rows)), [r["strategy"] for r in rows], fontsize=8)
+        ax.invert_yaxis()
+        ax.set_title(column_header(doc, metric), fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
+h1{font-size:1.6em}h2{margin-top:1.8em;border-bottom:1px solid #ddd;padding-bottom:.2em}
+table{border-collapse:collapse;font-size:.85em;margin:.8em 0}
+th,td{border:1px solid #ddd;padding:.3em .55em;text-align:right;vertical-align:top}
+th:first-child,td:first-child{text-align:left}th{background:#f4f6f8}
+tr.reference td{color:#777;font-style:italic}tr.baseline td:first-child{font-weight:bold}
+.better{color:#1a9850;font-weight:bold}.worse{color:#d73027;font-weight:bold}.ci,.rank{color:#777;font-size:.9em}
+img{max-width:100%;height:auto;border:1px solid #eee}.note{color:#555}code{background:#f4f6f8;padding:0 .2em}
+"""
+
+
+def _esc(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _cell_html(doc: dict[str, Any], row: dict[str, Any], metric: str) -> str:
+    mean, ci, mark, rank = cell_parts(doc, row, metric)
+    comp = row.get("comparison", {}).get(metric) or {}
+    title = ""
+    if comp.get("delta") is not None:
+        title = f' title="delta {fmt_value(comp["delta"])}, p {fmt_p(comp.get("p_value"))}, Holm p {fmt_p(comp.get("p_holm"))}"'
+    cls = comp.get("mark", "")
+    mark_html = f' <span class="{_esc(cls)}">{mark}</span>' if mark else ""
+    rank_html = f' <span class="rank">{_esc(rank)}</span>' if rank else ""
+    ci_html = f'<br><span class="ci">{_esc(ci)}</span>' if ci else ""
+    return f"<td{title}>{_esc(mean)}{mark_html}{rank_html}{ci_html}</td>"
+
+
+def _row_class(doc: dict[str, Any], row: dict[str, Any]) -> str:
+    if row.get("reference"):
+        return "reference"
+    return "baseline" if row["strategy"] == doc.get("reference_strategy") else ""
+
+
+def table_html(doc: dict[str, Any], metrics: Sequence[str]) -> str:
+    """Strategies as rows, ``metrics`` as columns."""
+    head = "".join(f"<th>{_esc(column_header(doc, m))}</th>" for m in metrics)
+    body = "".join(
+        f'<tr class="{_row_class(doc, r)}"><td>{_esc(r["strategy"])}</td>' + "".join(_cell_html(doc, r, m) for m in metrics)
+        + "</tr>"
+        for r in doc["rows"]
+    )
+    return f"<table><thead><tr><th>strategy</th>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def full_table_html(doc: dict[str, Any]) -> str:
+    """Every metric, one per table row, strategies as columns (the wide view does not fit otherwise)."""
+    rows = doc["rows"]
+    head = "".join(f'<th class="{_row_class(doc, r)}">{_esc(r["strategy"])}</th>' for r in rows)
+    body = "".join(
+        f'<tr><td title="{_esc(m.get("description", ""))}">{_esc(column_header(doc, m["name"]))}</td>'
+        + "".join(_cell_html(doc, r, m["name"]) for r in rows) + "</tr>"
+        for m in doc["metrics"]
+    )
+    return f"<table><thead><tr><th>metric</th>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _kv_table(mapping: dict[str, Any]) -> str:
+    return "<table>" + "".join(f"<tr><td>{_esc(k)}</td><td>{_esc(v)}</td></tr>" for k, v in mapping.items()) + "</table>"
+
+
+def render_html(doc: dict[str, Any]) -> str:
+    """The whole report as one HTML string."""
+    main = default_columns(doc)
+    sections: list[str] = []
+
+    def figure(title: str, fig: Figure | None, caption: str, missing: str) -> None:
+        if fig is None:
+            sections.append(f'<h2>{_esc(title)}</h2><p class="note">{_esc(missing)}</p>')
+            return
+        sections.append(f'<h2>{_esc(title)}</h2><img alt="{_esc(title)}" src="data:image/png;base64,{_png(fig)}">'
+                        f'<p class="note">{_esc(caption)}</p>')
+
+    sections.append(f"<h2>Leaderboard</h2>{table_html(doc, main)}<p class='note'>{_esc(legend(doc))}</p>")
+    figure("Metrics against the binarization threshold", figure_threshold_curves(doc, main),
+           "Mean and 95% CI band of the threshold:t strategies; green/red points are significantly better/worse "
+           "than the baseline (square); dashed lines: other strategies; dotted lines: reference rows.",
+           "No threshold:t strategies in this run.")
+    figure("Per-class Dice", figure_per_class(doc), "Mean per class with 95% CI; hatched bars are reference rows.",
+           "No per-class Dice metrics in this run.")
+    figure("Reliability diagram", figure_reliability(doc),
+           "Predicted probability against the observed frequency of the (eval-threshold) label, pooled over seeds; "
+           "below: share of pixels per bin.", "No calibration bins in this run.")
+    figure("Downstream clinical tasks", figure_downstream(doc),
+           "Mean and 95% CI over seeds x CV repeats; green/red: significantly better/worse than the baseline; "
+           "grey: reference rows.", "No downstream task metrics in this run.")
+    sections.append(f"<h2>All metrics</h2>{full_table_html(doc)}")
+    stats = doc.get("statistics") or {}
+    sections.append(f"<h2>Run</h2><h3>Configuration</h3>{_kv_table(doc.get('config') or {})}"
+                    f"<h3>Environment</h3>{_kv_table(doc.get('environment') or {})}"
+                    f"<h3>Statistics</h3>{_kv_table(stats)}")
+    marks = ", ".join(f"{g} {k}" for k, g in MARK_GLYPH.items() if g)
+    return (
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>lusbench report</title><style>{_CSS}</style></head><body>"
+        f"<h1>lusbench report</h1><p class='note'>{_esc(config_line(doc))}. Marks: {_esc(marks)}.</p>"
+        + "".join(sections) + "</body></html>\n"
+    )
+
+
+def write_report(doc: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Render ``doc`` and write it to ``path`` atomically."""
+    atomic_write_text(path, render_html(doc))

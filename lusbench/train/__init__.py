@@ -1,0 +1,1 @@
+"""Training: label strategies (confidence -> targets), models, augmentation, the training engine, checkpoints."""

@@ -1,0 +1,224 @@
+"""The training engine: one model per (strategy, seed, fold), trained on device-resident tensors.
+
+The whole dataset is moved to the device once (:func:`dataset_tensors`); each step indexes a batch
+out of it, augments it and applies the label strategy there, so the harness adds almost nothing to a
+bare PyTorch loop (``benchmarks/test_bench_training.py`` measures it). Model selection uses the
+strategy's own loss on the validation patients' targets: the validation split is labelled with the
+same expert confidence as the training split, so the criterion never sees what the strategy does not
+(true masks, the evaluation threshold).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from lusbench.errors import UserError
+from lusbench.train.augment import augment_batch
+
+if TYPE_CHECKING:
+    from lusbench.data.dataset import LUSDataset
+    from lusbench.train.models import ModelBuilder
+    from lusbench.train.strategy import LabelStrategy
+
+# Share of the schedule spent warming the learning rate up (one-cycle).
+WARMUP_FRACTION = 0.2
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training settings of every fold of a run; part of the run's configuration hash."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    patience: int  # stop after this many epochs without a lower validation loss
+    augment: bool  # flips and gain/offset jitter on the device (lusbench.train.augment)
+    amp: bool  # bf16 autocast on CUDA; ignored on CPU
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "patience"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise UserError(f"training setting {name} must be a positive integer, got {value!r}")
+        if not self.lr > 0:
+            raise UserError(f"training setting lr must be positive, got {self.lr!r}")
+        if not self.weight_decay >= 0:
+            raise UserError(f"training setting weight_decay must be >= 0, got {self.weight_decay!r}")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TrainedModel:
+    """The selected model (weights of ``best_epoch``, eval mode) and one history entry per epoch run."""
+
+    model: torch.nn.Module
+    history: list[dict[str, float]]
+    best_epoch: int
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` (CUDA when available, else CPU), ``cpu`` or ``cuda``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"--device cuda: no CUDA device is available to torch {torch.__version__}")
+        return torch.device("cuda")
+    raise UserError(f"--device '{name}': expected auto, cpu or cuda")
+
+
+def dataset_tensors(dataset: LUSDataset, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images ``(N, 1, H, W)`` and confidence ``(N, K, H, W)``, float32 in [0, 1], on ``device``.
+
+    The compact uint8 arrays are copied to the device once and converted there.
+    """
+    images = torch.from_numpy(dataset.images).to(device).unsqueeze(1).float().div_(255.0)
+    confidence = torch.from_numpy(dataset.confidence).to(device).float().div_(float(dataset.confidence_scale))
+    return images, confidence
+
+
+@contextmanager
+def _deterministic(device: torch.device) -> Iterator[None]:
+    """Deterministic kernels while training (same seed -> same weights), restoring the caller's settings."""
+    import torch.utils.deterministic
+
+    previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+                torch.backends.cudnn.benchmark, torch.utils.deterministic.fill_uninitialized_memory)
+    if device.type == "cuda":
+        # cuBLAS reads this when its first handle is created; without it deterministic mode only warns.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    # warn_only: a CUDA kernel without a deterministic variant (e.g. some upsampling backward passes)
+    # warns instead of failing the run.
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    # Deterministic mode also NaN-fills every new tensor (a debugging aid); that costs ~2% of a CPU step
+    # and changes no result, since every kernel writes its output.
+    torch.utils.deterministic.fill_uninitialized_memory = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+        torch.backends.cudnn.benchmark = previous[2]
+        torch.utils.deterministic.fill_uninitialized_memory = previous[3]
+
+
+def train_model(builder: ModelBuilder, strategy: LabelStrategy, images: torch.Tensor, confidence: torch.Tensor,
+                train_idx: np.ndarray, val_idx: np.ndarray, config: TrainConfig, seed: int, device: torch.device,
+                on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> TrainedModel:
+    """Train a fresh ``builder`` model on frames ``train_idx`` with ``strategy``'s targets and loss.
+
+    AdamW with a one-cycle learning-rate schedule over ``config.epochs``. Each epoch the training
+    frames are reshuffled and split into ``ceil(n / batch_size)`` near-equal batches (every frame
+    used, no tiny last batch). After each epoch the strategy's loss on ``val_idx`` is computed; the
+    weights of the epoch with the lowest validation loss are returned, and training stops once
+    ``config.patience`` epochs pass without improvement. ``on_epoch(epoch, stats)`` receives
+    ``train_loss``, ``val_loss``, ``lr``, ``img_per_s`` (training phase) and ``seconds``.
+    Everything random (initialisation, batch order, augmentation) derives from ``seed``.
+    """
+    if len(train_idx) == 0 or len(val_idx) == 0:
+        raise ValueError(f"train_model needs training and validation frames, got {len(train_idx)} and {len(val_idx)}")
+    channels_last = device.type == "cuda"
+    use_amp = config.amp and device.type == "cuda"
+    with _deterministic(device):
+        torch.manual_seed(seed)
+        model = builder.build(images.shape[1], confidence.shape[1]).to(device)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        n_batches = math.ceil(len(train_idx) / config.batch_size)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=config.epochs * n_batches,
+                                                        pct_start=WARMUP_FRACTION)
+        shuffle = torch.Generator().manual_seed(seed)
+        jitter = torch.Generator(device=device).manual_seed(seed + 1)
+        train_t = torch.as_tensor(train_idx, dtype=torch.long, device=device)
+        val_batches = torch.as_tensor(val_idx, dtype=torch.long, device=device).split(config.batch_size)
+
+        history: list[dict[str, float]] = []
+        best_loss, best_epoch, best_state, stale = math.inf, 0, None, 0
+        for epoch in range(config.epochs):
+            started = time.perf_counter()
+            model.train()
+            order = train_t[torch.randperm(len(train_t), generator=shuffle).to(device)]
+            total = torch.zeros((), device=device)
+            for idx in order.tensor_split(n_batches):
+                x, conf = images[idx], confidence[idx]
+                if config.augment:
+                    x, conf = augment_batch(x, conf, jitter)
+                target, weight = strategy.targets(conf)
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    logits = model(x)
+                loss = strategy.loss(logits, target, weight)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                total += loss.detach() * len(idx)
+            train_loss = total.item() / len(train_t)  # .item() syncs once per epoch, not per step
+            train_seconds = time.perf_counter() - started
+            val_loss = _validation_loss(model, strategy, images, confidence, val_batches, channels_last, use_amp)
+            stats = {"train_loss": train_loss, "val_loss": val_loss, "lr": scheduler.get_last_lr()[0],
+                     "img_per_s": len(train_t) / train_seconds, "seconds": time.perf_counter() - started}
+            history.append({"epoch": epoch, **stats})
+            if on_epoch is not None:
+                on_epoch(epoch, stats)
+            if best_state is None or val_loss < best_loss or (math.isnan(best_loss) and not math.isnan(val_loss)):
+                best_loss, best_epoch, stale = val_loss, epoch, 0
+                if best_state is None:
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                else:  # reuse the buffers: a fresh allocation per improvement costs more than the copy
+                    for key, value in model.state_dict().items():
+                        best_state[key].copy_(value)
+            else:
+                stale += 1
+                if stale >= config.patience:
+                    break
+        model.load_state_dict(best_state)
+    model.eval()
+    return TrainedModel(model=model, history=history, best_epoch=best_epoch)
+
+
+def _validation_loss(model: torch.nn.Module, strategy: LabelStrategy, images: torch.Tensor, confidence: torch.Tensor,
+                     batches: tuple[torch.Tensor, ...], channels_last: bool, use_amp: bool) -> float:
+    """Frame-weighted mean of the strategy's loss on the validation frames (eval mode, no augmentation)."""
+    model.eval()
+    total = torch.zeros((), device=images.device)
+    with torch.inference_mode():
+        for idx in batches:
+            x = images[idx]
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=use_amp):
+                logits = model(x)
+            target, weight = strategy.targets(confidence[idx])
+            total += strategy.loss(logits, target, weight) * len(idx)
+    return total.item() / sum(len(b) for b in batches)
+
+
+def predict_probs(model: torch.nn.Module, images: torch.Tensor, idx: np.ndarray, batch_size: int) -> torch.Tensor:
+    """Sigmoid probabilities ``(len(idx), K, H, W)`` float32 for frames ``idx``, on the images' device."""
+    model.eval()
+    channels_last = images.is_cuda
+    out = []
+    with torch.no_grad():
+        for batch in torch.as_tensor(idx, dtype=torch.long, device=images.device).split(batch_size):
+            x = images[batch]
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            out.append(torch.sigmoid(model(x).float()).contiguous())
+    return torch.cat(out)

@@ -1,0 +1,108 @@
+"""Label strategies: where per-pixel expert confidence becomes training targets (docs/plugin-guide.md).
+
+A strategy sees the confidence of a training batch, already on the training device, and returns
+the targets (and optionally per-pixel loss weights) the network is trained against. Most strategies
+override only :meth:`LabelStrategy.targets`; :meth:`LabelStrategy.loss` defaults to per-pixel-weighted
+BCE-with-logits plus soft Dice.
+
+torch is imported inside methods, not at module import, so that registering strategies is cheap.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+
+
+class LabelStrategy:
+    """Base class of every label strategy. Subclass it and override :meth:`targets`.
+
+    ``name`` is the canonical spec of the configured strategy (``"threshold:0.6"``); the leaderboard
+    and the results store key results by it, so two differently configured strategies must have
+    different names.
+    """
+
+    name: str = "strategy"
+    #: Weight of the soft Dice term in the default loss (BCE weight is 1).
+    dice_weight: float = 1.0
+
+    def targets(self, confidence: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Map confidence ``(B, K, H, W)`` in [0, 1] to ``(target, weight)``.
+
+        ``target`` is ``(B, K, H, W)`` in [0, 1]; ``weight`` is ``(B, K, H, W)`` non-negative per-pixel
+        loss weights, or None for uniform weights. Both stay on ``confidence``'s device.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement targets()")
+
+    def loss(self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+        """Scalar training loss: weighted BCE-with-logits (mean over pixels) + ``dice_weight`` x soft Dice loss.
+
+        The soft Dice term is computed per image and class, ``1 - (2 sum(w p t) + 1) / (sum(w p) + sum(w t) + 1)``
+        with ``p = sigmoid(logits)``, and averaged; the +1 smoothing keeps empty classes finite.
+        """
+        import torch
+        import torch.nn.functional as F
+
+        logits = logits.float()
+        bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+        if weight is None:
+            bce_term = bce.mean()
+        else:
+            bce_term = (bce * weight).sum() / weight.sum().clamp_min(1e-6)
+        prob = torch.sigmoid(logits)
+        w = torch.ones_like(prob) if weight is None else weight
+        dims = (2, 3)
+        inter = (w * prob * target).sum(dims)
+        denom = (w * prob).sum(dims) + (w * target).sum(dims)
+        dice_loss = 1.0 - (2.0 * inter + 1.0) / (denom + 1.0)
+        return bce_term + self.dice_weight * dice_loss.mean()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}>"
+
+
+def parse_unit_float(text: str, what: str, *, low_open: bool = True) -> float:
+    """Parse a spec argument that must be a number in (0, 1] (or [0, 1] with ``low_open=False``)."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a number, got '{text}'") from None
+    low_ok = value > 0 if low_open else value >= 0
+    if not (low_ok and value <= 1):
+        interval = "(0, 1]" if low_open else "[0, 1]"
+        raise ValueError(f"{what} must be in {interval}, got {text}")
+    return value
+
+
+def check_strategy(strategy: LabelStrategy, confidence: torch.Tensor) -> None:
+    """Run ``strategy`` once on a sample of real confidence and check its output against the contract.
+
+    Called before training so that a broken strategy plugin is reported as one line naming it, not as a
+    traceback in the middle of a run. Raises :class:`lusbench.errors.PluginError`.
+    """
+    import torch
+
+    from lusbench.errors import PluginError
+
+    def fail(problem: str) -> PluginError:
+        return PluginError(f"strategy '{strategy.name}' ({type(strategy).__module__}.{type(strategy).__name__}) {problem}")
+
+    try:
+        target, weight = strategy.targets(confidence)
+    except Exception as exc:  # noqa: BLE001 - any failure here is the plugin's
+        raise fail(f"failed in targets(): {type(exc).__name__}: {' '.join(str(exc).split())}") from None
+    for label, value in (("target", target), ("weight", weight)):
+        if value is None and label == "weight":
+            continue
+        if not isinstance(value, torch.Tensor) or value.shape != confidence.shape:
+            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise fail(f"returned a {label} of shape {shape}, expected {tuple(confidence.shape)}")
+        if not torch.isfinite(value).all():
+            raise fail(f"returned a {label} with NaN or infinite values")
+    if target.min() < 0 or target.max() > 1:
+        raise fail("returned targets outside [0, 1]")
+    if weight is not None and weight.min() < 0:
+        raise fail("returned negative weights")
