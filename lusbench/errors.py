@@ -6,6 +6,8 @@ EXIT_OK = 0
 EXIT_REGRESSION = 1
 EXIT_USAGE = 2
 EXIT_CANNOT_COMPARE = 3
+EXIT_INTERNAL = 4  # a bug (in lusbench or a plugin): one line on stderr, the traceback in a file
+EXIT_INTERRUPTED = 130
 
 
 class UserError(Exception):
@@ -22,3 +24,10 @@ class CannotCompareError(UserError):
 
 class PluginError(UserError):
     """A plugin failed to load or registered something invalid (e.g. a taken name)."""
+
+
+class TrainingDiverged(UserError):
+    """Training produced a non-finite loss or non-finite probabilities (a learning rate too high, a broken loss).
+
+    Named by strategy, seed and fold; the run stops, and the folds finished before it are kept.
+    """

@@ -7,6 +7,6 @@ scripts/setup.sh
 .venv/bin/ruff check .
 .venv/bin/python -m pytest -q -m "slow or not slow" "$@"
 out=$(mktemp -d)
-.venv/bin/lusbench run --preset quick --strategy threshold:0.5 --strategy threshold:0.6 --strategy soft --strategy weighted \
+.venv/bin/lusbench run --preset quick --device cpu --strategy threshold:0.5 --strategy threshold:0.6 --strategy soft --strategy weighted \
   --out "$out/run" --json "$out/leaderboard.json"
 .venv/bin/lusbench check --baseline benchmarks/baselines/quick.json --json "$out/leaderboard.json"

@@ -48,22 +48,31 @@ def check(*args: str) -> subprocess.CompletedProcess:
 # ----------------------------------------------------------------------------------------- library
 
 
-def test_default_tolerances_by_metric_kind():
-    assert tolerance_for("dice", {}, {}) == 0.05
-    assert tolerance_for("dice.b_lines", {}, {}) == 0.05
-    assert tolerance_for("true.hd95", {}, {}) == 5.0
-    assert tolerance_for("readmission_30d.brier", {}, {}) == 0.03
-    assert tolerance_for("sf_ratio.mae", {}, {}) == 15.0
-    assert tolerance_for("sf_change.auroc", {}, {}) == 0.10
-    assert tolerance_for("some_new_metric", {}, {}) == 0.05
+def test_default_tolerances_are_declared_by_the_metrics():
+    from lusbench.evaluate.segmetrics import segmentation_metric_defs
+    from lusbench_builtins.tasks import ReadmissionTask, SFChangeTask, SFRatioTask
+
+    defs = segmentation_metric_defs(("b_lines",), has_true_masks=True)
+    for task in (SFRatioTask(), SFChangeTask(), ReadmissionTask()):
+        defs += task.metric_defs()
+    declared = {d.name: d.tolerance for d in defs}
+    assert tolerance_for("dice", {}, {}, declared) == 0.05
+    assert tolerance_for("dice.b_lines", {}, {}, declared) == 0.05
+    assert tolerance_for("true.hd95", {}, {}, declared) == 5.0
+    assert tolerance_for("readmission_30d.brier", {}, {}, declared) == 0.03
+    assert tolerance_for("sf_ratio.mae", {}, {}, declared) == 15.0
+    assert tolerance_for("sf_change.auroc", {}, {}, declared) == 0.10
+    assert tolerance_for("some_new_metric", {}, {}, declared) == 0.05  # declares none: the fallback
 
 
-def test_tolerance_precedence_flag_then_baseline_then_default():
+def test_tolerance_precedence_flag_then_baseline_then_declared():
     stored = {"dice.*": 0.2, "dice": 0.1}
-    assert tolerance_for("dice", {}, stored) == 0.1  # exact name beats a pattern in the same layer
-    assert tolerance_for("dice.b_lines", {}, stored) == 0.2
-    assert tolerance_for("dice", {"dice": 0.01}, stored) == 0.01
-    assert tolerance_for("hd95", {}, stored) == 5.0
+    declared = {"dice": 0.07, "hd95": 5.0}
+    assert tolerance_for("dice", {}, stored, declared) == 0.1  # exact name beats a pattern in the same layer
+    assert tolerance_for("dice.b_lines", {}, stored, declared) == 0.2
+    assert tolerance_for("dice", {"dice": 0.01}, stored, declared) == 0.01
+    assert tolerance_for("hd95", {}, stored, declared) == 5.0
+    assert tolerance_for("dice", {}, {}, declared) == 0.07
 
 
 @pytest.mark.parametrize("bad", ["dice", "dice=", "=0.1", "dice=-1", "dice=abc", "dice=nan"])
@@ -252,3 +261,24 @@ def test_cli_update_baseline_warns_about_strategies_it_stops_guarding(files):
     assert out.returncode == 0
     assert f"warning: soft was in the old baseline but not in {current}: the new baseline no longer guards it" in out.stderr
     assert "soft" not in [r["strategy"] for r in read_leaderboard(baseline)["rows"]]
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        (lambda d: d["rows"][0].pop("metrics"), "rows[0] (threshold:0.3): 'metrics' is missing or not an object"),
+        (lambda d: d["rows"][1].pop("strategy"), "rows[1] needs a string 'strategy'"),
+        (lambda d: d["rows"][1]["metrics"]["dice"].update(mean="0.7"),
+         "rows[1] (threshold:0.5).metrics.dice: 'mean', 'ci_low' and 'ci_high' must be numbers or null"),
+        (lambda d: d["metrics"][0].pop("higher_is_better"), "metrics[0] needs a string 'name' and a boolean"),
+        (lambda d: d.pop("config"), "'config' is missing or not an object"),
+    ],
+)
+@pytest.mark.parametrize("side", ["baseline", "current"])
+def test_cli_malformed_leaderboard_exits_3_with_one_line(files, damage, problem, side):
+    # Before: a baseline row without 'metrics' raised KeyError, a traceback and exit 1 ("regression").
+    baseline, current = files
+    edit(baseline if side == "baseline" else current, damage)
+    out = check("--baseline", str(baseline), "--json", str(current))
+    assert out.returncode == 3, out.stderr
+    assert problem in out.stderr and out.stderr.count("\n") == 1 and "Traceback" not in out.stderr

@@ -70,3 +70,25 @@ def test_unwritable_path_is_one_line(tmp_path):
     (tmp_path / "file").write_text("")
     proc = run_cli("data", "export", "synthetic-lus:patients=2,size=32", "--out", str(tmp_path / "file" / "x.npz"))
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+def test_a_bug_is_exit_4_with_one_line_and_the_traceback_in_a_file(tmp_path, monkeypatch, capsys):
+    # A bug anywhere below the CLI (here: the plugins command dividing by zero) must not exit 1, which
+    # CI reads as "regression found".
+    import lusbench.cli.plugins
+    from lusbench.cli.main import main
+    from lusbench.errors import EXIT_INTERNAL
+
+    def broken(args):
+        return 1 / 0
+
+    monkeypatch.setattr(lusbench.cli.plugins, "run", broken)
+    monkeypatch.setenv("LUSBENCH_TRACEBACK_DIR", str(tmp_path))
+    assert main(["plugins"]) == EXIT_INTERNAL == 4
+    err = capsys.readouterr().err
+    assert err.startswith("lusbench plugins: internal error: ZeroDivisionError: division by zero (a bug in lusbench or "
+                          "a plugin; traceback written to ")
+    assert err.count("\n") == 1
+    [written] = tmp_path.glob("lusbench-error-*.txt")
+    assert str(written) in err
+    assert "Traceback (most recent call last)" in written.read_text() and "in broken" in written.read_text()

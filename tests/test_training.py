@@ -157,3 +157,31 @@ def test_augmentation_is_seeded_and_moves_labels_with_the_image():
         assert torch.equal(aug_conf[i], confidence[i].flip(-1) if flipped[i] else confidence[i])
     assert aug_images.min() >= 0 and aug_images.max() <= 1
     assert not math.isclose(float((aug_images - images).abs().max()), 0.0)
+
+
+class _NanLossStrategy(type(soft())):
+    """The soft strategy with a loss that turns NaN: what a broken custom loss does to training."""
+
+    name = "nan-loss"
+
+    def loss(self, logits, target, weight):
+        return super().loss(logits, target, weight) * torch.tensor(float("nan"))
+
+
+def test_a_non_finite_loss_stops_training_with_one_line(data):
+    from lusbench.errors import TrainingDiverged
+
+    with pytest.raises(TrainingDiverged, match=r"diverged at epoch 1: training loss nan") as info:
+        fit(data, _NanLossStrategy(), epochs=2)
+    assert "\n" not in str(info.value)
+
+
+def test_non_finite_probabilities_are_refused(data):
+    from lusbench.errors import TrainingDiverged
+
+    images, _, _, val_idx = data
+    model = unet().build(1, 5)
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    with pytest.raises(TrainingDiverged, match="non-finite probabilities"):
+        training.predict_probs(model, images, val_idx, 8)

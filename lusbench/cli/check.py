@@ -47,18 +47,24 @@ def _print_lines(lines: list) -> None:
 def run(args: argparse.Namespace) -> int:
     from lusbench.errors import CannotCompareError, UserError
     from lusbench.results import check
-    from lusbench.results.document import read_leaderboard, write_leaderboard
+    from lusbench.results.document import read_leaderboard, require_valid, write_leaderboard
 
     overrides = check.parse_tolerances(args.tolerance)
     current = read_leaderboard(args.json)
+    try:
+        require_valid(current, args.json)
+    except UserError as exc:
+        raise CannotCompareError(str(exc)) from None
     baseline_path = Path(args.baseline)
     baseline = None
     if baseline_path.exists():
         try:
             baseline = read_leaderboard(baseline_path)
+            require_valid(baseline, baseline_path)
         except UserError as exc:
             if not args.update_baseline:
                 raise CannotCompareError(f"baseline unusable: {exc}") from None
+            baseline = None
     elif not args.update_baseline:
         raise CannotCompareError(f"baseline {baseline_path} does not exist; create it with --update-baseline")
 

@@ -1,7 +1,8 @@
 """The ``lusbench`` command line. Each subcommand lives in ``lusbench/cli/<name>.py``.
 
 The parser is built from light modules only: ``lusbench --help`` and ``lusbench plugins`` never
-import torch. User errors become one line on stderr and exit code 2 (docs/cli.md).
+import torch. User errors become one line on stderr and exit code 2; a bug is one line and exit code 4,
+with the traceback written to a file (docs/cli.md).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import sys
 from importlib import import_module
 
 from lusbench import __version__
-from lusbench.errors import EXIT_USAGE, UserError
+from lusbench.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, UserError
 
 COMMANDS = ("run", "leaderboard", "check", "report", "plugins", "data")
 
@@ -31,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lusbench {__version__}")
     parser.add_argument(
         "-p", "--plugin", dest="plugins", action="append", default=[], metavar="MODULE",
-        help="import MODULE as a plugin for this command (repeatable)",
+        help="import MODULE as a plugin for this command; -p no:NAME switches off plugin NAME, built-in or "
+             "installed (repeatable)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     for name in COMMANDS:
@@ -57,7 +59,39 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"lusbench {args.command}: interrupted; finished results are kept, rerun to resume", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - anything else is a bug: exit 4, never 1 (1 means "regression")
+        where = write_traceback(exc)
+        print(f"lusbench {args.command}: internal error: {type(exc).__name__}: {_one_line(exc)} "
+              f"(a bug in lusbench or a plugin; traceback written to {where})", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300]
+
+
+def write_traceback(exc: BaseException) -> str:
+    """Write ``exc``'s traceback to a new file in the temporary directory and return its path.
+
+    ``LUSBENCH_TRACEBACK_DIR`` chooses another directory (CI can point it at an uploaded artifact folder).
+    """
+    import os
+    import tempfile
+    import time
+    import traceback
+
+    folder = os.environ.get("LUSBENCH_TRACEBACK_DIR") or tempfile.gettempdir()
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        fd, path = tempfile.mkstemp(dir=folder, prefix=f"lusbench-error-{time.strftime('%Y%m%d-%H%M%S')}-", suffix=".txt")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(f"lusbench {__version__}, argv: {sys.argv}\n{text}")
+    except OSError:
+        # Nowhere to write it: the traceback goes to stderr after all, rather than being lost.
+        print(text, file=sys.stderr, end="")
+        return "stderr (above)"
+    return path
 
 
 if __name__ == "__main__":

@@ -27,29 +27,39 @@ ECE_BINS = 10
 CHUNK_ELEMENTS = 1 << 23
 
 
-def _family(name: str, higher_is_better: bool, what: str, classes: Sequence[str]) -> list[MetricDef]:
+def _family(name: str, higher_is_better: bool, what: str, classes: Sequence[str], *, tolerance: float | None = None,
+            headline: bool = False) -> list[MetricDef]:
     """The macro metric ``name`` (mean over classes) followed by one ``name.<class>`` per class."""
-    return [MetricDef(name, higher_is_better, f"{what}, mean over classes")] + [
-        MetricDef(f"{name}.{c.lower()}", higher_is_better, f"{what}, class {c}") for c in classes
+    return [MetricDef(name, higher_is_better, f"{what}, mean over classes", tolerance, headline)] + [
+        MetricDef(f"{name}.{c.lower()}", higher_is_better, f"{what}, class {c}", tolerance) for c in classes
     ]
+
+
+# Gate tolerances (see MetricDef): Dice-like metrics use the fallback (0.05); distances are in pixels.
+HD95_TOLERANCE = 5.0
+CALIBRATION_TOLERANCE = 0.03
 
 
 def segmentation_metric_defs(classes: Sequence[str], has_true_masks: bool) -> list[MetricDef]:
     """The metrics :func:`frame_metrics` returns, in display order."""
     defs = [
-        *_family("dice", True, "Dice of the prediction vs the labels (confidence >= eval threshold)", classes),
+        *_family("dice", True, "Dice of the prediction vs the labels (confidence >= eval threshold)", classes, headline=True),
         *_family("iou", True, "IoU (Jaccard) of the prediction vs the labels", classes),
-        *_family("hd95", False, "95th-percentile Hausdorff distance to the labels, pixels", classes),
+        *_family("hd95", False, "95th-percentile Hausdorff distance to the labels, pixels", classes,
+                 tolerance=HD95_TOLERANCE, headline=True),
         MetricDef("soft_dice", True, "soft Dice of the probabilities vs the confidence, mean over classes"),
         MetricDef("mt_dice", True, "multi-threshold Dice: probabilities and confidence both binarized at 0.1..0.9"),
-        MetricDef("ece", False, "expected calibration error of the probabilities vs the labels, 10 bins, per frame"),
-        MetricDef("brier", False, "Brier score of the probabilities vs the labels (mean squared error per pixel)"),
+        MetricDef("ece", False, "expected calibration error of the probabilities vs the labels, 10 bins, per frame",
+                  CALIBRATION_TOLERANCE, headline=True),
+        MetricDef("brier", False, "Brier score of the probabilities vs the labels (mean squared error per pixel)",
+                  CALIBRATION_TOLERANCE),
     ]
     if has_true_masks:
         defs += [
-            *_family("true.dice", True, "Dice of the prediction vs the true masks", classes),
+            *_family("true.dice", True, "Dice of the prediction vs the true masks", classes, headline=True),
             MetricDef("true.iou", True, "IoU of the prediction vs the true masks, mean over classes"),
-            MetricDef("true.hd95", False, "95th-percentile Hausdorff distance to the true masks, pixels, mean over classes"),
+            MetricDef("true.hd95", False, "95th-percentile Hausdorff distance to the true masks, pixels, mean over classes",
+                      HD95_TOLERANCE),
         ]
     return defs
 

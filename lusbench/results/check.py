@@ -14,25 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from lusbench.errors import CannotCompareError, UserError
+from lusbench.evaluate.metricdefs import FALLBACK_TOLERANCE
 from lusbench.results.document import SCHEMA
 from lusbench.results.render import fmt_value
-
-# Default absolute tolerances; the first matching pattern wins (docs/ci.md explains the choices). Sized for
-# the `quick` preset's seed-to-seed noise: tight enough to catch a broken strategy, loose enough not to flake.
-DEFAULT_TOLERANCES: tuple[tuple[str, float], ...] = (
-    ("*hd95*", 5.0),            # pixels
-    ("*ece", 0.03),
-    ("*brier", 0.03),
-    ("sf_ratio.mae", 15.0),     # S/F ratio units (the ratio spans about 75..476)
-    ("sf_ratio.rmse", 15.0),
-    ("sf_ratio.r2", 0.15),
-    ("*pearson_r", 0.10),
-    ("*auroc", 0.10),
-    ("*auprc", 0.10),
-    ("*balanced_accuracy", 0.10),
-    ("*f1", 0.10),
-    ("*", 0.05),                # Dice, IoU, soft/multi-threshold Dice and anything else bounded in [0, 1]
-)
 
 VERDICT_OK = "ok"
 VERDICT_IMPROVED = "improved"
@@ -88,13 +72,22 @@ def _lookup(metric: str, table: Mapping[str, float] | Sequence[tuple[str, float]
     return None
 
 
-def tolerance_for(metric: str, overrides: Mapping[str, float], baseline_tolerances: Mapping[str, float]) -> float:
-    """The metric's tolerance: ``--tolerance`` flags, then the baseline's ``tolerances`` map, then defaults."""
-    for table in (overrides, baseline_tolerances, DEFAULT_TOLERANCES):
+def tolerance_for(metric: str, overrides: Mapping[str, float], baseline_tolerances: Mapping[str, float],
+                  declared: Mapping[str, float | None] | None = None) -> float:
+    """The metric's tolerance: ``--tolerance`` flags, then the baseline's ``tolerances`` map, then the tolerance
+    the metric's plugin declares (``declared``: name -> tolerance, from the leaderboard's ``metrics``), then
+    :data:`~lusbench.evaluate.metricdefs.FALLBACK_TOLERANCE`."""
+    for table in (overrides, baseline_tolerances):
         tol = _lookup(metric, table)
         if tol is not None:
             return tol
-    raise AssertionError("DEFAULT_TOLERANCES ends with a catch-all pattern")
+    tol = (declared or {}).get(metric)
+    return float(tol) if tol is not None else FALLBACK_TOLERANCE
+
+
+def declared_tolerances(doc: Mapping[str, Any]) -> dict[str, float | None]:
+    """Metric name -> the tolerance its plugin declared, as recorded in a leaderboard's ``metrics``."""
+    return {m["name"]: m.get("tolerance") for m in doc.get("metrics") or []}
 
 
 def baseline_tolerances(baseline: Mapping[str, Any]) -> dict[str, float]:
@@ -172,6 +165,7 @@ def compare(
     """
     ensure_comparable(baseline, current)
     stored = baseline_tolerances(baseline)
+    declared = {**declared_tolerances(baseline), **declared_tolerances(current)}
     current_rows = {r["strategy"]: r for r in current["rows"]}
     lines = []
     for old_row in baseline["rows"]:
@@ -180,7 +174,7 @@ def compare(
         new_row = current_rows.get(old_row["strategy"])
         for m in baseline["metrics"]:
             name, higher = m["name"], bool(m["higher_is_better"])
-            tol = tolerance_for(name, overrides or {}, stored)
+            tol = tolerance_for(name, overrides or {}, stored, declared)
             old = (old_row["metrics"].get(name) or {}).get("mean")
             new = None if new_row is None else (new_row["metrics"].get(name) or {}).get("mean")
             if new_row is None:

@@ -56,3 +56,61 @@ def read_leaderboard(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(doc, dict) or not isinstance(doc.get("rows"), list) or not isinstance(doc.get("metrics"), list):
         raise UserError(f"{path} is not a lusbench leaderboard (no 'rows'/'metrics' lists)")
     return doc
+
+
+def _number_or_null(value: Any) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def schema_problems(doc: Any) -> list[str]:
+    """What in ``doc`` does not follow the leaderboard layout (docs/leaderboard.md) that readers rely on.
+
+    Checks the fields ``lusbench check`` and the renderings read, with a JSON path for each problem; unknown
+    fields are allowed (the schema grows by adding fields). Empty when the document is usable.
+    """
+    if not isinstance(doc, dict):
+        return ["the document is not a JSON object"]
+    problems: list[str] = []
+    if not isinstance(doc.get("schema"), str):
+        problems.append("'schema' is missing or not a string")
+    if not isinstance(doc.get("config"), dict):
+        problems.append("'config' is missing or not an object")
+    metrics = doc.get("metrics")
+    names: set[str] = set()
+    if not isinstance(metrics, list):
+        problems.append("'metrics' is missing or not a list")
+        metrics = []
+    for i, m in enumerate(metrics):
+        if not isinstance(m, dict) or not isinstance(m.get("name"), str) or not isinstance(m.get("higher_is_better"), bool):
+            problems.append(f"metrics[{i}] needs a string 'name' and a boolean 'higher_is_better'")
+        else:
+            names.add(m["name"])
+    rows = doc.get("rows")
+    if not isinstance(rows, list):
+        problems.append("'rows' is missing or not a list")
+        rows = []
+    for i, row in enumerate(rows):
+        where = f"rows[{i}]"
+        if not isinstance(row, dict) or not isinstance(row.get("strategy"), str):
+            problems.append(f"{where} needs a string 'strategy'")
+            continue
+        where = f"rows[{i}] ({row['strategy']})"
+        if not isinstance(row.get("metrics"), dict):
+            problems.append(f"{where}: 'metrics' is missing or not an object")
+            continue
+        for name, entry in row["metrics"].items():
+            if entry is None:
+                continue
+            if not isinstance(entry, dict):
+                problems.append(f"{where}.metrics.{name} is not an object")
+            elif not all(_number_or_null(entry.get(k)) for k in ("mean", "ci_low", "ci_high")):
+                problems.append(f"{where}.metrics.{name}: 'mean', 'ci_low' and 'ci_high' must be numbers or null")
+    return problems
+
+
+def require_valid(doc: Any, path: str | os.PathLike[str]) -> None:
+    """Raise UserError (one line, the first problem and how many more) unless ``doc`` follows the layout."""
+    problems = schema_problems(doc)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise UserError(f"{path} is not a valid lusbench leaderboard: {problems[0]}{more}")

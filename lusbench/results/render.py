@@ -18,8 +18,6 @@ if TYPE_CHECKING:
     from rich.table import Table
 
 FORMATS = ("table", "markdown", "csv", "json", "html")
-# The compact default columns: these segmentation metrics when present, then one metric per task.
-MAIN_SEGMENTATION_METRICS = ("dice", "hd95", "ece", "true.dice")
 MARK_GLYPH = {"better": "▲", "worse": "▼", "ns": "", "": ""}
 
 
@@ -34,18 +32,10 @@ def stdout_console() -> Any:
 
 
 def default_columns(doc: dict[str, Any]) -> list[str]:
-    """The compact column set: main segmentation metrics, then the first metric of each task."""
-    units = {m["name"]: m.get("unit") for m in doc["metrics"]}
-    columns = [m for m in MAIN_SEGMENTATION_METRICS if m in units]
-    if not columns:
-        columns = [m for m, u in units.items() if u == "patient" and "." not in m][:3]
-    tasks_seen: set[str] = set()
-    for name, unit in units.items():
-        task = name.split(".")[0]
-        if unit == "seed_repeat" and task not in tasks_seen:
-            tasks_seen.add(task)
-            columns.append(name)
-    return columns
+    """The compact column set: the metrics their plugins declare as headline, in display order (a leaderboard
+    written before metrics declared it: its first four metrics)."""
+    headline = [m["name"] for m in doc["metrics"] if m.get("headline")]
+    return headline or [m["name"] for m in doc["metrics"][:4]]
 
 
 def select_columns(doc: dict[str, Any], metrics: Sequence[str] | None) -> list[str]:

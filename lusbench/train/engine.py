@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from lusbench.errors import UserError
+from lusbench.errors import TrainingDiverged, UserError
 from lusbench.train.augment import augment_batch
 
 if TYPE_CHECKING:
@@ -177,7 +177,11 @@ def train_model(builder: ModelBuilder, strategy: LabelStrategy, images: torch.Te
             history.append({"epoch": epoch, **stats})
             if on_epoch is not None:
                 on_epoch(epoch, stats)
-            if best_state is None or val_loss < best_loss or (math.isnan(best_loss) and not math.isnan(val_loss)):
+            if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+                # A diverged model would otherwise leave NaN metrics that NaN-aware means silently drop.
+                raise TrainingDiverged(f"training diverged at epoch {epoch + 1}: training loss {train_loss:.4g}, "
+                                       f"validation loss {val_loss:.4g} (try a lower learning rate)")
+            if best_state is None or val_loss < best_loss:
                 best_loss, best_epoch, stale = val_loss, epoch, 0
                 if best_state is None:
                     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -221,4 +225,7 @@ def predict_probs(model: torch.nn.Module, images: torch.Tensor, idx: np.ndarray,
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             out.append(torch.sigmoid(model(x).float()).contiguous())
-    return torch.cat(out)
+    probs = torch.cat(out)
+    if not torch.isfinite(probs).all():
+        raise TrainingDiverged("the trained model predicts non-finite probabilities (NaN weights?)")
+    return probs

@@ -29,6 +29,8 @@ DEFAULT_FOLDS = 5
 # Inverse L2 strength of the logistic models: strong, because patients are few next to the ~100 patient features.
 LOGISTIC_C = 0.1
 RIDGE_ALPHAS = np.logspace(-2, 4, 13)
+# Gate tolerance of the S/F errors, in S/F ratio units (the ratio spans about 75..476).
+S_F_TOLERANCE = 15.0
 
 
 class ClinicalTask(SupervisedTask):
@@ -36,7 +38,8 @@ class ClinicalTask(SupervisedTask):
 
     spec_name = ""  # registered name, e.g. "sf-ratio"
     base_prefix = ""  # metric prefix of the default (linear) model, e.g. "sf_ratio"
-    metrics: tuple[tuple[str, bool, str], ...] = ()  # (metric, higher_is_better, description)
+    # (metric, higher_is_better, description, gate tolerance in the metric's unit); the first is the headline.
+    metrics: tuple[tuple[str, bool, str, float], ...] = ()
     class_weight: str | None = None
 
     def __init__(self, model: str = "linear", repeats: str = str(DEFAULT_REPEATS), folds: str = str(DEFAULT_FOLDS)) -> None:
@@ -53,7 +56,8 @@ class ClinicalTask(SupervisedTask):
         self.prefix = self.base_prefix if model == "linear" else f"{self.base_prefix}_{model}"
 
     def metric_defs(self) -> list[MetricDef]:
-        return [MetricDef(f"{self.prefix}.{m}", hib, desc) for m, hib, desc in self.metrics]
+        return [MetricDef(f"{self.prefix}.{m}", hib, desc, tolerance, headline=i == 0)
+                for i, (m, hib, desc, tolerance) in enumerate(self.metrics)]
 
     def make_estimator(self, random_state: int) -> Any:
         from sklearn.impute import SimpleImputer
@@ -97,10 +101,10 @@ class SFRatioTask(ClinicalTask):
     table = "visits"
     column = "sf_ratio"
     metrics = (
-        ("mae", False, "S/F ratio: mean absolute error of the out-of-fold prediction per visit"),
-        ("rmse", False, "S/F ratio: root mean squared error of the out-of-fold prediction per visit"),
-        ("r2", True, "S/F ratio: coefficient of determination R^2 (0 = predicting the mean)"),
-        ("pearson_r", True, "S/F ratio: Pearson correlation of prediction and truth"),
+        ("mae", False, "S/F ratio: mean absolute error of the out-of-fold prediction per visit", S_F_TOLERANCE),
+        ("rmse", False, "S/F ratio: root mean squared error of the out-of-fold prediction per visit", S_F_TOLERANCE),
+        ("r2", True, "S/F ratio: coefficient of determination R^2 (0 = predicting the mean)", 0.15),
+        ("pearson_r", True, "S/F ratio: Pearson correlation of prediction and truth", 0.10),
     )
 
     def score(self, y: np.ndarray, pred: np.ndarray, fold: np.ndarray, classes: np.ndarray | None) -> dict[str, float]:
@@ -124,9 +128,9 @@ class SFChangeTask(ClinicalTask):
     # Balanced accuracy and F1 judge hard predictions: weight classes so the rarer one is not ignored.
     class_weight = "balanced"
     metrics = (
-        ("auroc", True, "S/F change: area under the ROC curve (one-vs-rest macro with more than two classes)"),
-        ("balanced_accuracy", True, "S/F change: balanced accuracy of the most probable class"),
-        ("f1", True, "S/F change: F1 of class 1 (improved); macro F1 with more than two classes"),
+        ("auroc", True, "S/F change: area under the ROC curve (one-vs-rest macro with more than two classes)", 0.10),
+        ("balanced_accuracy", True, "S/F change: balanced accuracy of the most probable class", 0.10),
+        ("f1", True, "S/F change: F1 of class 1 (improved); macro F1 with more than two classes", 0.10),
     )
 
     def score(self, y: np.ndarray, pred: np.ndarray, fold: np.ndarray, classes: np.ndarray | None) -> dict[str, float]:
@@ -155,9 +159,10 @@ class ReadmissionTask(ClinicalTask):
     classification = True
     patient_prefixes = ("last",)
     metrics = (
-        ("auroc", True, "30-day readmission: area under the ROC curve"),
-        ("auprc", True, "30-day readmission: area under the precision-recall curve (average precision; chance = base rate)"),
-        ("brier", False, "30-day readmission: Brier score of the predicted probability"),
+        ("auroc", True, "30-day readmission: area under the ROC curve", 0.10),
+        ("auprc", True, "30-day readmission: area under the precision-recall curve (average precision; chance = base rate)",
+         0.10),
+        ("brier", False, "30-day readmission: Brier score of the predicted probability", 0.03),
     )
 
     def skip_reason(self, dataset: LUSDataset) -> str | None:
