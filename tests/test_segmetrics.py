@@ -107,9 +107,9 @@ def test_soft_mt_dice_ece_brier_by_hand():
     conf[0, 1, 2:] = 0.5  # half the pixels certain, half split
     probs = torch.full((1, 2, size, size), 0.7)
     m = frame_metrics(probs, conf, None, 0.5, CLASSES)
-    # class 1: sum(p c) = 0.7 * (8 + 4) = 8.4; sum p = 11.2; sum c = 12 -> 16.8 / 23.2
+    # class 1: sum|p - c| = 8 x 0.3 + 8 x 0.2 = 4.0; sum p = 11.2; sum c = 12 -> 1 - 4 / 23.2
     # class 0: confidence empty but every pixel predicted -> 0; mean over the two classes
-    assert m["soft_dice"][0] == pytest.approx((0 + 16.8 / 23.2) / 2)
+    assert m["soft_dice"][0] == pytest.approx((0 + 1 - 4.0 / 23.2) / 2)
     # labels: class 1 all positive (c >= 0.5); class 0 none. Every p = 0.7 -> one bin, 32 pixels, 16 positive.
     assert m["ece"][0] == pytest.approx(abs(0.7 - 0.5))
     assert m["brier"][0] == pytest.approx((16 * 0.3**2 + 16 * 0.7**2) / 32)
@@ -159,3 +159,39 @@ def test_calibration_bins():
     assert bins["mean_prob"][0] == pytest.approx(0.025) and bins["mean_prob"][9] == pytest.approx(2.95 / 3)
     assert bins["frac_positive"][0] == 0.5 and bins["frac_positive"][9] == pytest.approx(2 / 3)
     assert bins["mean_prob"][2] == 0.0 and bins["frac_positive"][2] == 0.0  # empty bin
+
+
+def test_soft_dice_equals_the_classic_form_on_binary_labels():
+    gen = torch.Generator().manual_seed(1)
+    probs = torch.rand(4, 2, 16, 16, generator=gen)
+    binary = (torch.rand(4, 2, 16, 16, generator=gen) > 0.6).float()
+    classic = 2 * (probs * binary).sum((2, 3)) / (probs.sum((2, 3)) + binary.sum((2, 3)))
+    m = frame_metrics(probs, binary, None, 0.5, CLASSES)
+    assert m["soft_dice"] == pytest.approx(classic.double().mean(1).numpy())
+
+
+def test_soft_dice_is_best_only_where_the_prediction_equals_the_soft_confidence():
+    conf = torch.full((1, 2, 8, 8), 0.5)
+    scores = {p: frame_metrics(torch.full((1, 2, 8, 8), p), conf, None, 0.5, CLASSES)["soft_dice"][0]
+              for p in (0.3, 0.5, 0.7, 1.0)}
+    assert scores[0.5] == pytest.approx(1.0)
+    assert max(scores, key=scores.get) == 0.5
+    # The classic form 2 sum(p c) / (sum p + sum c) would rate p = 1 (0.667) above p = 0.5 (0.5).
+    assert scores[1.0] < scores[0.5]
+
+
+def test_rater_dice_is_the_mean_over_raters_of_each_raters_dice():
+    a, b = square(1, 0, 0, 4, size=8), square(1, 0, 0, 8, size=8)  # 16 and 64 pixels
+    raters = torch.stack([stack(a, a), stack(b, b)], dim=1)  # (N, R=2, K, H, W)
+    m = frame_metrics(stack(a, a).float(), stack(a, a).float(), None, 0.5, CLASSES, rater_masks=raters)
+    # vs rater 0: Dice 1; vs rater 1: 2 x 16 / (16 + 64) = 0.4
+    assert m["rater.dice"][0] == pytest.approx((1.0 + 0.4) / 2)
+    assert m["rater.dice.b_lines"][0] == pytest.approx(0.7)
+    names = [d.name for d in segmentation_metric_defs(CLASSES, has_true_masks=False, has_raters=True)]
+    assert set(m) == set(names)
+
+
+def test_the_primary_metric_is_one_no_strategy_trains_on():
+    assert segmetrics.primary_metric(has_true_masks=True, has_raters=True) == "true.dice"
+    assert segmetrics.primary_metric(has_true_masks=False, has_raters=True) == "rater.dice"
+    assert segmetrics.primary_metric(has_true_masks=False, has_raters=False) == "soft_dice"

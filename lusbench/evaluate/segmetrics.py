@@ -2,7 +2,11 @@
 
 The prediction is ``probs >= 0.5``. Overlap and distance metrics compare it with the labels
 ``confidence >= eval_threshold`` and, prefixed ``true.``, with the true masks when the dataset has
-them; ``soft_dice``, ``mt_dice``, ``ece`` and ``brier`` also look at the probabilities. Every metric is
+them, prefixed ``rater.``, with each rater's own mask when it has several raters; ``soft_dice``, ``mt_dice``,
+``ece`` and ``brier`` also look at the probabilities.
+
+The run's *primary metric* is one that no strategy trains on (:func:`primary_metric`): the labels at the eval
+threshold are exactly what ``threshold:0.5`` trains on, so ``dice`` favours it by construction. Every metric is
 computed per frame and class; a class that is empty in both the reference and the prediction has no
 defined value for that frame (NaN) and is left out of the frame's mean over classes, as in nnU-Net.
 """
@@ -40,20 +44,24 @@ HD95_TOLERANCE = 5.0
 CALIBRATION_TOLERANCE = 0.03
 
 
-def segmentation_metric_defs(classes: Sequence[str], has_true_masks: bool) -> list[MetricDef]:
+def segmentation_metric_defs(classes: Sequence[str], has_true_masks: bool, has_raters: bool = False) -> list[MetricDef]:
     """The metrics :func:`frame_metrics` returns, in display order."""
     defs = [
-        *_family("dice", True, "Dice of the prediction vs the labels (confidence >= eval threshold)", classes, headline=True),
-        *_family("iou", True, "IoU (Jaccard) of the prediction vs the labels", classes),
-        *_family("hd95", False, "95th-percentile Hausdorff distance to the labels, pixels", classes,
+        *_family("dice", True, "Dice of the prediction vs the labels binarized at the eval threshold (favours strategies "
+                 "that train on that binarization)", classes, headline=True),
+        *_family("iou", True, "IoU (Jaccard) of the prediction vs the labels at the eval threshold", classes),
+        *_family("hd95", False, "95th-percentile Hausdorff distance to the labels at the eval threshold, pixels", classes,
                  tolerance=HD95_TOLERANCE, headline=True),
-        MetricDef("soft_dice", True, "soft Dice of the probabilities vs the confidence, mean over classes"),
+        MetricDef("soft_dice", True, "soft-label Dice of the probabilities vs the confidence, 1 - sum|p-c| / (sum p + "
+                  "sum c): 1 only at p = c, equal to Dice on binary labels; mean over classes"),
         MetricDef("mt_dice", True, "multi-threshold Dice: probabilities and confidence both binarized at 0.1..0.9"),
         MetricDef("ece", False, "expected calibration error of the probabilities vs the labels, 10 bins, per frame",
                   CALIBRATION_TOLERANCE, headline=True),
         MetricDef("brier", False, "Brier score of the probabilities vs the labels (mean squared error per pixel)",
                   CALIBRATION_TOLERANCE),
     ]
+    if has_raters:
+        defs += _family("rater.dice", True, "Dice of the prediction vs each rater's own mask, mean over raters", classes)
     if has_true_masks:
         defs += [
             *_family("true.dice", True, "Dice of the prediction vs the true masks", classes, headline=True),
@@ -64,12 +72,26 @@ def segmentation_metric_defs(classes: Sequence[str], has_true_masks: bool) -> li
     return defs
 
 
+def primary_metric(has_true_masks: bool, has_raters: bool) -> str:
+    """The metric a run is judged by: one no strategy trains on, from the best reference the dataset has.
+
+    True masks (synthetic data) -> ``true.dice``; several raters -> ``rater.dice`` (agreement with each rater's
+    own mask); confidence only -> ``soft_dice`` (scores the prediction against the whole confidence map, not
+    against one binarization of it).
+    """
+    if has_true_masks:
+        return "true.dice"
+    if has_raters:
+        return "rater.dice"
+    return "soft_dice"
+
+
 def frame_metrics(probs: torch.Tensor, confidence: torch.Tensor, true_masks: torch.Tensor | None, eval_threshold: float,
-                  classes: Sequence[str]) -> dict[str, np.ndarray]:
+                  classes: Sequence[str], rater_masks: torch.Tensor | None = None) -> dict[str, np.ndarray]:
     """Per-frame metrics ``{name: (N,) float64}`` (NaN where undefined) for ``probs`` ``(N, K, H, W)``.
 
-    ``confidence`` is ``(N, K, H, W)`` in [0, 1]; ``true_masks`` ``(N, K, H, W)`` bool or None. Keys and
-    order are those of :func:`segmentation_metric_defs`.
+    ``confidence`` is ``(N, K, H, W)`` in [0, 1]; ``true_masks`` ``(N, K, H, W)`` bool or None; ``rater_masks``
+    ``(N, R, K, H, W)`` bool or None. Keys and order are those of :func:`segmentation_metric_defs`.
     """
     n, k, h, w = probs.shape
     if confidence.shape != probs.shape or (true_masks is not None and true_masks.shape != probs.shape):
@@ -80,14 +102,14 @@ def frame_metrics(probs: torch.Tensor, confidence: torch.Tensor, true_masks: tor
     step = max(1, CHUNK_ELEMENTS // (k * h * w))
     parts = [
         _chunk_metrics(probs[i:i + step], confidence[i:i + step], None if true_masks is None else true_masks[i:i + step],
-                       eval_threshold, classes)
+                       eval_threshold, classes, None if rater_masks is None else rater_masks[i:i + step])
         for i in range(0, n, step)
     ]
     return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 
 def _chunk_metrics(probs: torch.Tensor, confidence: torch.Tensor, true_masks: torch.Tensor | None, eval_threshold: float,
-                   classes: Sequence[str]) -> dict[str, np.ndarray]:
+                   classes: Sequence[str], rater_masks: torch.Tensor | None) -> dict[str, np.ndarray]:
     probs = probs.float()
     pred = probs >= PREDICTION_THRESHOLD
     labels = binarize(confidence, eval_threshold)
@@ -100,6 +122,10 @@ def _chunk_metrics(probs: torch.Tensor, confidence: torch.Tensor, true_masks: to
     out["mt_dice"] = _macro(_mt_dice(probs, confidence))
     out["ece"] = _ece(probs, labels)
     out["brier"] = (probs - labels.float()).square().flatten(1).mean(1).double().cpu()
+    if rater_masks is not None:
+        # Each rater's Dice per frame and class, averaged over the raters who have a defined value.
+        per_rater = torch.stack([_overlap(pred, rater_masks[:, r].bool())[0] for r in range(rater_masks.shape[1])])
+        _put(out, "rater.dice", per_rater.nanmean(0), classes)
     if true_masks is not None:
         truth = true_masks.bool()
         dice, iou = _overlap(pred, truth)
@@ -202,12 +228,15 @@ def _quantiles(groups: list[np.ndarray], q: float) -> np.ndarray:
 
 
 def _soft_dice(probs: torch.Tensor, confidence: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
-    """``2 sum(p c) / (sum p + sum c)`` per frame and class; NaN where the confidence is all zero and no
-    pixel is predicted (the soft counterpart of "empty in both")."""
-    inter = (probs * confidence).sum((2, 3)).double()
+    """Soft-label Dice per frame and class in the semimetric form of Wang & Blaschko (2023, "Dice semimetric
+    losses"): intersection ``(|p| + |c| - |p - c|) / 2``, so ``1 - sum|p - c| / (sum p + sum c)``. It equals
+    ``2 sum(p c) / (sum p + sum c)`` for binary confidence, and unlike that form it is 1 only at ``p = c`` when
+    the confidence is soft. NaN where the confidence is all zero and no pixel is predicted (the soft
+    counterpart of "empty in both")."""
+    l1 = (probs - confidence).abs().sum((2, 3)).double()
     total = probs.sum((2, 3)).double() + confidence.sum((2, 3)).double()
     empty = (confidence.flatten(2).amax(-1) <= 0) & ~pred.flatten(2).any(-1)
-    dice = 2 * inter / total.clamp_min(1e-12)
+    dice = 1 - l1 / total.clamp_min(1e-12)
     return torch.where(empty, torch.full_like(dice, math.nan), dice).cpu()
 
 
