@@ -19,7 +19,7 @@ def installed(tmp_path_factory):
          str(EXAMPLE)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert list(site.glob("lusbench_ignore_band-1.0.0.dist-info"))
-    return {"PYTHONPATH": str(site)}
+    return {"PYTHONPATH": str(site), "LUSBENCH_PLUGINS": "ignore-band"}  # tests load no outside plugin unasked
 
 
 def test_installed_example_is_listed(installed):

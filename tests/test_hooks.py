@@ -109,6 +109,11 @@ PLUGIN = textwrap.dedent(
     def run_finished(leaderboard, run_dir):
         rows = [r["strategy"] for r in leaderboard["rows"]]
         (run_dir / "events.jsonl").open("a").write(json.dumps({"event": "finished", "rows": rows}) + "\\n")
+
+
+    @lusbench.hookimpl
+    def run_failed(config, run_dir, error):
+        (run_dir / "events.jsonl").open("a").write(json.dumps({"event": "failed", "error": error}) + "\\n")
     '''
 )
 
@@ -188,6 +193,35 @@ BROKEN = textwrap.dedent(
             raise ZeroDivisionError("no confidence")
 
 
+    class Boolean(LabelStrategy):
+        """Hard targets left as bool: the loss needs floats."""
+        name = "boolean"
+
+        def targets(self, confidence):
+            return confidence >= 0.5, None
+
+
+    class IntegerWeight(LabelStrategy):
+        """Float targets, but an integer weight."""
+        name = "integer-weight"
+
+        def targets(self, confidence):
+            return confidence, (confidence > 0).long()
+
+
+    def missing_column():
+        """A factory with a bug: it looks up a key that is not there."""
+        return {}["column"]
+
+
+    class Boom(ModelBuilder):
+        """Cannot even be built."""
+        name = "boom"
+
+        def build(self, in_channels, classes):
+            raise RuntimeError("no weights file")
+
+
     class Halving(ModelBuilder):
         """Halves the image: never the segmentation's size."""
         name = "halving"
@@ -201,11 +235,15 @@ BROKEN = textwrap.dedent(
     def register_label_strategies(register):
         register("flat", Flat)
         register("explodes", Explodes)
+        register("boolean", Boolean)
+        register("integer-weight", IntegerWeight)
+        register("missing-column", missing_column)
 
 
     @lusbench.hookimpl
     def register_models(register):
         register("halving", Halving)
+        register("boom", Boom)
     '''
 )
 
@@ -219,6 +257,12 @@ BROKEN = textwrap.dedent(
         (["--strategy", "explodes"],
          "lusbench run: error: strategy 'explodes' (broken_plugin.Explodes) failed in targets(): ZeroDivisionError: "
          "no confidence"),
+        (["--strategy", "boolean"],
+         "lusbench run: error: strategy 'boolean' (broken_plugin.Boolean) returned a target of dtype bool, expected a "
+         "floating-point tensor (e.g. target.float())"),
+        (["--strategy", "integer-weight"],
+         "lusbench run: error: strategy 'integer-weight' (broken_plugin.IntegerWeight) returned a weight of dtype int64, "
+         "expected a floating-point tensor (e.g. weight.float())"),
         (["--strategy", "half", "--model", "halving"],
          "lusbench run: error: --model 'halving' returned (2, 1, 8, 8) for input (2, 1, 16, 16), expected (2, 1, 16, 16)"),
     ],
@@ -232,3 +276,29 @@ def test_broken_strategy_or_model_is_one_line_before_training(tmp_path, args, me
     assert proc.returncode == 2
     assert proc.stderr.splitlines()[-1] == message
     assert "Traceback" not in proc.stderr
+
+
+def test_a_factory_that_raises_anything_is_one_line_naming_the_spec_and_the_plugin(tmp_path):
+    (tmp_path / "tiny_plugin.py").write_text(PLUGIN)
+    (tmp_path / "broken_plugin.py").write_text(BROKEN)
+    proc = run_cli("-p", "tiny_plugin", "-p", "broken_plugin", "run", "--dataset", "tiny-squares:patients=6",
+                   "--model", "tinyconv", "--strategy", "missing-column", "--out", str(tmp_path / "run"),
+                   env={"PYTHONPATH": str(tmp_path)})
+    assert proc.returncode == 2
+    assert proc.stderr == ("lusbench run: error: --strategy 'missing-column': plugin 'broken_plugin' failed in its "
+                           "factory: KeyError: 'column'\n")
+
+
+def test_run_failed_closes_what_run_started_opened(tmp_path):
+    (tmp_path / "tiny_plugin.py").write_text(PLUGIN)
+    (tmp_path / "broken_plugin.py").write_text(BROKEN)
+    run_dir = tmp_path / "run"
+    proc = run_cli("-p", "tiny_plugin", "-p", "broken_plugin", "run", "--dataset", "tiny-squares:patients=6",
+                   "--model", "boom", "--strategy", "half", "--task", "probe", "--folds", "2", "--epochs", "1",
+                   "--out", str(run_dir), env={"PYTHONPATH": str(tmp_path)})
+    assert proc.returncode == 2
+    message = "--model 'boom' cannot segment 16x16 images: RuntimeError: no weights file"
+    assert proc.stderr.splitlines()[-1] == f"lusbench run: error: {message}"
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in events] == ["started", "failed"]
+    assert events[1]["error"] == f"UserError: {message}"

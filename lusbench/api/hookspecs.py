@@ -94,3 +94,16 @@ def run_finished(leaderboard: dict[str, Any], run_dir: Path) -> None:
     ``leaderboard`` is the leaderboard JSON document (docs/leaderboard.md) that was written to ``run_dir``.
     The return value is ignored.
     """
+
+
+@hookspec
+def run_failed(config: dict[str, Any], run_dir: Path, error: str) -> None:
+    """Event: a ``lusbench run`` failed after :func:`run_started` was called (any exception, Ctrl-C included).
+
+    ``config`` and ``run_dir`` are what ``run_started`` received; ``error`` is a one-line summary of the
+    exception (``"UserError: --model 'x' cannot segment 64x64 images: ..."``). A logger opened in
+    ``run_started`` closes here, marking the experiment failed. Called at most once per run, never after
+    ``run_finished``; also called when another plugin's ``run_started`` raised, so an implementation must
+    tolerate a run it did not open. The return value is ignored; an exception in it is reported as a
+    warning and the run's own error stays the one reported.
+    """

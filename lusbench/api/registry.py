@@ -20,6 +20,14 @@ FLAGS = {
 }
 
 
+class NameTakenError(PluginError):
+    """A plugin registered a name another plugin already holds: ambiguous, so never resolved silently."""
+
+    def __init__(self, message: str, owner: str) -> None:
+        super().__init__(message)
+        self.owner = owner
+
+
 @dataclass(frozen=True)
 class Entry:
     name: str
@@ -47,10 +55,18 @@ class Registry:
             raise PluginError(f"plugin '{plugin}' registered {self.kind} '{name}' with a non-callable factory")
         taken = self._entries.get(name)
         if taken is not None:
-            raise PluginError(
-                f"{self.kind} name '{name}' is registered by both plugin '{taken.plugin}' and plugin '{plugin}'"
+            raise NameTakenError(
+                f"{self.kind} name '{name}' is registered by both plugin '{taken.plugin}' and plugin '{plugin}'",
+                taken.plugin,
             )
         self._entries[name] = Entry(name, factory, plugin)
+
+    def remove_plugin(self, plugin: str) -> list[str]:
+        """Remove every name ``plugin`` registered (a plugin that failed leaves nothing behind); returns them."""
+        names = [n for n, e in self._entries.items() if e.plugin == plugin]
+        for name in names:
+            del self._entries[name]
+        return names
 
     def names(self) -> list[str]:
         return sorted(self._entries)
@@ -60,6 +76,10 @@ class Registry:
 
     def create(self, text: str, label: str | None = None) -> Any:
         """Parse a spec and call its factory; every failure is a one-line UserError naming the spec.
+
+        ValueError and TypeError are the factory's verdict on the spec's arguments and are shown as the
+        factory worded them; any other exception is a bug in the plugin and is a PluginError that also names
+        the plugin, so the user knows whom to report it to.
 
         ``label`` names where the spec came from in messages (default: the kind's ``run`` flag, e.g. ``--dataset``).
         """
@@ -74,9 +94,21 @@ class Registry:
             raise UserError(f"{flag} '{text}': unknown name '{spec.name}' (known: {known})")
         try:
             return entry.factory(*spec.args, **dict(spec.kwargs))
+        except UserError:
+            raise  # already one line, worded by lusbench or the plugin for the user
         except (ValueError, TypeError) as exc:
             # TypeError: wrong number / unknown keyword of arguments for the factory.
             raise UserError(f"{flag} '{text}': {_one_line(exc)}") from None
+        except Exception as exc:  # noqa: BLE001 - whatever a plugin raises is reported as its failure, in one line
+            raise PluginError(
+                f"{flag} '{text}': plugin '{entry.plugin}' failed in its factory: {exception_summary(exc)}"
+            ) from None
+
+
+def exception_summary(exc: BaseException) -> str:
+    """``Type: first line of the message`` (or just ``Type``): how a plugin's failure is shown in one line."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {' '.join(text.splitlines()[0].split())}" if text else type(exc).__name__
 
 
 def _one_line(exc: BaseException) -> str:

@@ -17,7 +17,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    plugins = load_plugins(args.plugins)
+    # diagnose: a name taken by two plugins is shown (the later plugin failed), not fatal, so this command
+    # is how the user finds out which plugin to uninstall or skip.
+    plugins = load_plugins(args.plugins, diagnose=True)
     doc = {
         "plugins": [
             {"name": i.name, "module": i.module, "source": i.source, "error": i.error} for i in plugins.loaded
@@ -30,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(doc, indent=2))
         return 0
+    from rich.markup import escape
     from rich.table import Table
 
     from lusbench.results.render import stdout_console
@@ -46,6 +49,9 @@ def run(args: argparse.Namespace) -> int:
     for col in ("plugin", "module", "source", "status"):
         loaded.add_column(col)
     for info in plugins.loaded:
-        loaded.add_row(info.name, info.module, info.source, f"[red]{info.error}[/red]" if info.error else "ok")
+        # escape: a plugin's message may contain [brackets] that rich would take for markup.
+        status = (f"[red]{escape(info.error)}[/red]" if info.error
+                  else f"[yellow]ok; {escape(info.warning)}[/yellow]" if info.warning else "ok")
+        loaded.add_row(info.name, info.module, info.source, status)
     console.print(loaded)
     return 0

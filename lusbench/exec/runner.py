@@ -31,6 +31,16 @@ __all__ = ["RunPlan", "run"]
 
 def run(plan: RunPlan, plugins: Plugins, progress: Progress) -> dict[str, Any]:
     """Execute ``plan`` (resuming from the store) and return the leaderboard document it wrote."""
+    try:
+        return _run(plan, plugins, progress)
+    except BaseException as exc:
+        # A logger opened in run_started must hear that the run ended (Ctrl-C included); a no-op if the
+        # run failed before run_started.
+        plugins.notify_run_failed(exc)
+        raise
+
+
+def _run(plan: RunPlan, plugins: Plugins, progress: Progress) -> dict[str, Any]:
     strategies, reference, tasks, builder = resolve(plan, plugins)
     names = [s.name for s in strategies]
     dataset = plugins.datasets.create(plan.dataset)

@@ -100,6 +100,10 @@ def check_strategy(strategy: LabelStrategy, confidence: torch.Tensor) -> None:
         if not isinstance(value, torch.Tensor) or value.shape != confidence.shape:
             shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
             raise fail(f"returned a {label} of shape {shape}, expected {tuple(confidence.shape)}")
+        if not value.is_floating_point():
+            # A bool or integer tensor passes every value check below, then fails inside the loss.
+            raise fail(f"returned a {label} of dtype {str(value.dtype).removeprefix('torch.')}, expected a "
+                       f"floating-point tensor (e.g. {label}.float())")
         if not torch.isfinite(value).all():
             raise fail(f"returned a {label} with NaN or infinite values")
     if target.min() < 0 or target.max() > 1:
