@@ -52,8 +52,10 @@ def fit(data, strategy=None, seed=0, on_epoch=None, **changes):
 
 def test_config_validates_and_serializes():
     assert config().to_json() == {"epochs": 3, "batch_size": 8, "lr": 3e-3, "weight_decay": 1e-4, "patience": 3,
-                                  "augment": True, "amp": True}
-    for bad in ({"epochs": 0}, {"batch_size": 2.5}, {"lr": 0.0}, {"weight_decay": -1.0}, {"patience": 0}):
+                                  "augment": True, "amp": True, "min_epochs": 1, "normalize": "unit"}
+    assert config(patience=None).patience is None
+    for bad in ({"epochs": 0}, {"batch_size": 2.5}, {"lr": 0.0}, {"weight_decay": -1.0}, {"patience": 0},
+                {"min_epochs": 4}, {"normalize": "zscore"}, {"patience": True}):
         with pytest.raises(UserError):
             config(**bad)
 
@@ -104,17 +106,25 @@ def test_loss_goes_down_and_progress_is_reported(data, strategy):
     assert all(s["img_per_s"] > 0 for _, s in seen)
 
 
-def test_early_stopping_returns_the_best_epoch(data):
+def _flipped(data):
+    """Validation frames labelled with the complement of every class: learning the task makes them worse, so
+    the validation loss is lowest at the very start; what epoch-0 selection would pick."""
     images, confidence, train_idx, val_idx = data
-    # Validation frames labelled with the complement of every class: learning the task makes them worse.
     flipped = confidence.clone()
     flipped[val_idx] = 1 - flipped[val_idx]
+    return images, flipped, train_idx, val_idx
+
+
+def test_early_stopping_selects_the_best_epoch_after_the_warm_up(data):
+    images, flipped, train_idx, val_idx = _flipped(data)
     strategy = threshold("0.5")
-    trained = training.train_model(unet(), strategy, images, flipped, train_idx, val_idx, config(epochs=8, patience=2),
-                                   seed=0, device=CPU)
+    cfg = config(epochs=10, patience=2)
+    assert cfg.first_stoppable_epoch == 1  # warm-up: 20% of 10 epochs
+    trained = training.train_model(unet(), strategy, images, flipped, train_idx, val_idx, cfg, seed=0, device=CPU)
     val = [h["val_loss"] for h in trained.history]
-    assert len(val) < 8
-    assert trained.best_epoch == int(np.argmin(val))
+    assert trained.stop_reason == training.STOP_EARLY and len(val) < 10
+    # The best epoch is chosen only from the first stoppable epoch on, never the warm-up's epoch 0.
+    assert trained.best_epoch == 1 + int(np.argmin(val[1:])) and trained.best_epoch >= 1
     assert len(val) - 1 - trained.best_epoch == 2
     assert not trained.model.training
     batches = torch.as_tensor(val_idx).split(8)
@@ -122,11 +132,33 @@ def test_early_stopping_returns_the_best_epoch(data):
     assert again == pytest.approx(val[trained.best_epoch], rel=1e-5)
 
 
-def test_train_model_needs_both_splits(data):
+def test_early_stopping_never_stops_before_min_epochs(data):
+    images, flipped, train_idx, val_idx = _flipped(data)
+    trained = training.train_model(unet(), threshold("0.5"), images, flipped, train_idx, val_idx,
+                                   config(epochs=8, patience=1, min_epochs=5), seed=0, device=CPU)
+    assert len(trained.history) >= 6 and trained.best_epoch >= 4
+
+
+def test_without_patience_every_epoch_runs_and_the_last_is_kept(data):
+    images, flipped, train_idx, val_idx = _flipped(data)
+    trained = training.train_model(unet(), threshold("0.5"), images, flipped, train_idx, val_idx,
+                                   config(epochs=4, patience=None), seed=0, device=CPU)
+    assert len(trained.history) == 4 and trained.best_epoch == 3 and trained.stop_reason == training.STOP_ALL_EPOCHS
+
+
+@pytest.mark.parametrize(("val_idx", "patients"), [(np.arange(32, 36), None), (np.arange(32, 40), 1), (np.array([], int), None)])
+def test_a_validation_split_too_small_to_judge_turns_early_stopping_off(data, val_idx, patients):
     images, confidence, train_idx, _ = data
-    with pytest.raises(ValueError, match="validation"):
-        training.train_model(unet(), soft(), images, confidence, train_idx, np.array([], dtype=int), config(),
-                             seed=0, device=CPU)
+    trained = training.train_model(unet(), soft(), images, confidence, train_idx, val_idx, config(epochs=4, patience=1),
+                                   seed=0, device=CPU, val_patients=patients)
+    assert len(trained.history) == 4 and trained.best_epoch == 3
+    assert trained.stop_reason == training.STOP_NO_VALIDATION
+
+
+def test_per_image_normalization_standardizes_each_image():
+    images, _ = training.dataset_tensors(disc_dataset(4), CPU, normalize="per-image")
+    assert images.mean((1, 2, 3)).abs().max() < 1e-5
+    assert (images.std((1, 2, 3)) - 1).abs().max() < 1e-4
 
 
 def test_predict_probs_shape_range_order_and_batching(data):

@@ -28,7 +28,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="run size: " + "; ".join(f"{p.name}: {p.description}" for p in PRESETS.values()) + " (default: default)")
     p.add_argument("--seeds", type=_positive_int, metavar="N", help="number of seeds, 0..N-1 (default: the preset's)")
     p.add_argument("--folds", type=_positive_int, metavar="K", help="cross-fitting folds (default: the preset's)")
-    p.add_argument("--epochs", type=_positive_int, metavar="N", help="training epochs per fold (default: the preset's)")
+    training = p.add_argument_group("training (each overrides the preset; all are recorded in the leaderboard's config)")
+    training.add_argument("--epochs", type=_positive_int, metavar="N", help="training epochs per fold")
+    training.add_argument("--lr", type=_positive_float, metavar="LR", help="peak learning rate of the one-cycle schedule")
+    training.add_argument("--batch-size", type=_positive_int, metavar="N", help="training batch size")
+    training.add_argument("--weight-decay", type=_non_negative_float, metavar="W", help="AdamW weight decay")
+    training.add_argument("--patience", type=_patience, metavar="N|none",
+                          help="early stopping after N epochs without a lower validation loss; 'none' runs every epoch "
+                               "and keeps the last")
+    training.add_argument("--min-epochs", type=_positive_int, metavar="N",
+                          help="early stopping never stops (or selects an epoch) before N epochs, nor during the warm-up")
+    training.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                          help="flips and gain/offset jitter on the training batches")
+    training.add_argument("--normalize", choices=("unit", "per-image"),
+                          help="input normalization: unit (pixels / 255) or per-image (zero mean, unit SD per image)")
+    training.add_argument("--val-fraction", type=_val_fraction, metavar="F",
+                          help="share of each fold's training patients held out for early stopping, in [0, 0.9]; "
+                               "0: no validation split and no early stopping")
     p.add_argument("--eval-threshold", type=float, metavar="T", help="confidence at which labels are binarized (default 0.5)")
     p.add_argument("--reference", metavar="SPEC", default="threshold:0.5",
                    help="strategy every row is compared with, paired (default: threshold:0.5); 'none' to skip")
@@ -51,6 +67,59 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got '{text}'")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got '{text}'")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got '{text}'")
+    return value
+
+
+def _val_fraction(text: str) -> float:
+    value = _number(text)
+    if not 0 <= value <= 0.9:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 0.9], got '{text}'")
+    return value
+
+
+NO_PATIENCE = "none"
+
+
+def _patience(text: str) -> int | str:
+    return NO_PATIENCE if text.strip().lower() == NO_PATIENCE else _positive_int(text)
+
+
+# Flag -> TrainConfig field; a flag left unset keeps the preset's value.
+TRAIN_FLAGS = ("epochs", "lr", "batch_size", "weight_decay", "patience", "min_epochs", "augment", "normalize")
+
+
+def train_settings(args: argparse.Namespace, preset_train: dict) -> dict:
+    """The preset's training settings with every training flag the user gave applied on top."""
+    train = dict(preset_train)
+    for name in TRAIN_FLAGS:
+        value = getattr(args, name)
+        if value is not None:
+            # --patience none is a value (no early stopping), distinct from an unset flag.
+            train[name] = None if value == NO_PATIENCE else value
+    return train
+
+
 def run(args: argparse.Namespace) -> int:
     from lusbench.api.plugins import load_plugins
     from lusbench.exec.runner import RunPlan
@@ -64,9 +133,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--out {args.out}: not a directory")
     preset = PRESETS[args.preset]
     plugins = load_plugins(args.plugins)
-    train = dict(preset.train)
-    if args.epochs is not None:
-        train["epochs"] = args.epochs
+    train = train_settings(args, preset.train)
     plan = RunPlan(
         strategies=args.strategy,
         dataset=args.dataset or preset.dataset,
@@ -76,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
         seeds=list(range(args.seeds or preset.seeds)),
         folds=args.folds or preset.folds,
         train=train,
-        val_fraction=preset.val_fraction,
+        val_fraction=args.val_fraction if args.val_fraction is not None else preset.val_fraction,
         eval_threshold=args.eval_threshold if args.eval_threshold is not None else preset.eval_threshold,
         device=args.device,
         run_dir=args.out,

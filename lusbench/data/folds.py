@@ -25,8 +25,11 @@ def patient_folds(patient: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
 def patient_holdout(indices: np.ndarray, patient: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Split ``indices`` into (train, validation) by patient, about ``fraction`` of the patients held out.
 
-    At least one patient goes to each side when there are two or more patients.
+    At least one patient goes to each side when there are two or more patients; ``fraction`` 0 holds out
+    nothing (an empty validation split: no early stopping).
     """
+    if fraction == 0:
+        return indices, indices[:0]
     patients = np.unique(patient[indices])
     if len(patients) < 2:
         raise ValueError("need at least 2 patients for a validation split")

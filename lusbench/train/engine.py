@@ -15,57 +15,42 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from lusbench.errors import TrainingDiverged, UserError
 from lusbench.train.augment import augment_batch
+from lusbench.train.config import NORMALIZATIONS, WARMUP_FRACTION, TrainConfig
 
 if TYPE_CHECKING:
     from lusbench.data.dataset import LUSDataset
     from lusbench.train.models import ModelBuilder
     from lusbench.train.strategy import LabelStrategy
 
-# Share of the schedule spent warming the learning rate up (one-cycle).
-WARMUP_FRACTION = 0.2
+# A validation split smaller than this cannot judge an epoch: early stopping is then off and the last epoch is
+# kept. A handful of frames, or frames of a single patient, give a loss that follows that one patient's noise.
+MIN_VALIDATION_FRAMES = 8
+MIN_VALIDATION_PATIENTS = 2
 
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Training settings of every fold of a run; part of the run's configuration hash."""
-
-    epochs: int
-    batch_size: int
-    lr: float
-    weight_decay: float
-    patience: int  # stop after this many epochs without a lower validation loss
-    augment: bool  # flips and gain/offset jitter on the device (lusbench.train.augment)
-    amp: bool  # bf16 autocast on CUDA; ignored on CPU
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "patience"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise UserError(f"training setting {name} must be a positive integer, got {value!r}")
-        if not self.lr > 0:
-            raise UserError(f"training setting lr must be positive, got {self.lr!r}")
-        if not self.weight_decay >= 0:
-            raise UserError(f"training setting weight_decay must be >= 0, got {self.weight_decay!r}")
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+# Why training stopped (stored per fold): every epoch ran; early stopping fired; every epoch ran because the
+# validation split was too small to judge, so early stopping was off and the last epoch was kept.
+STOP_ALL_EPOCHS = "all epochs ran"
+STOP_EARLY = "early stopping"
+STOP_NO_VALIDATION = "all epochs ran: validation split too small to judge, last epoch kept"
 
 
 @dataclass
 class TrainedModel:
-    """The selected model (weights of ``best_epoch``, eval mode) and one history entry per epoch run."""
+    """The selected model (weights of ``best_epoch``, eval mode), one history entry per epoch run, and why
+    training stopped (``stop_reason``: one of the ``STOP_*`` strings)."""
 
     model: torch.nn.Module
     history: list[dict[str, float]]
     best_epoch: int
+    stop_reason: str = STOP_ALL_EPOCHS
 
 
 def resolve_device(name: str) -> torch.device:
@@ -81,12 +66,19 @@ def resolve_device(name: str) -> torch.device:
     raise UserError(f"--device '{name}': expected auto, cpu or cuda")
 
 
-def dataset_tensors(dataset: LUSDataset, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images ``(N, 1, H, W)`` and confidence ``(N, K, H, W)``, float32 in [0, 1], on ``device``.
+def dataset_tensors(dataset: LUSDataset, device: torch.device, normalize: str = "unit") -> tuple[torch.Tensor, torch.Tensor]:
+    """Images ``(N, 1, H, W)`` float32 and confidence ``(N, K, H, W)`` float32 in [0, 1], on ``device``.
 
-    The compact uint8 arrays are copied to the device once and converted there.
+    The compact uint8 arrays are copied to the device once and converted there. ``normalize`` (see
+    :class:`TrainConfig`): ``unit`` scales pixels to [0, 1]; ``per-image`` standardizes each image on its own,
+    which uses nothing from other frames, so no fold's statistics leak into another's.
     """
     images = torch.from_numpy(dataset.images).to(device).unsqueeze(1).float().div_(255.0)
+    if normalize == "per-image":
+        mean = images.mean((1, 2, 3), keepdim=True)
+        images = (images - mean).div_(images.std((1, 2, 3), keepdim=True).clamp_min(1e-6))
+    elif normalize != "unit":
+        raise ValueError(f"unknown normalization {normalize!r}; expected one of {', '.join(NORMALIZATIONS)}")
     confidence = torch.from_numpy(dataset.confidence).to(device).float().div_(float(dataset.confidence_scale))
     return images, confidence
 
@@ -116,21 +108,33 @@ def _deterministic(device: torch.device) -> Iterator[None]:
         torch.utils.deterministic.fill_uninitialized_memory = previous[3]
 
 
+def validation_usable(val_idx: np.ndarray, val_patients: int | None = None) -> bool:
+    """Whether a validation split is large enough to judge epochs by (see :data:`MIN_VALIDATION_FRAMES`)."""
+    return len(val_idx) >= MIN_VALIDATION_FRAMES and (val_patients is None or val_patients >= MIN_VALIDATION_PATIENTS)
+
+
 def train_model(builder: ModelBuilder, strategy: LabelStrategy, images: torch.Tensor, confidence: torch.Tensor,
                 train_idx: np.ndarray, val_idx: np.ndarray, config: TrainConfig, seed: int, device: torch.device,
-                on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> TrainedModel:
+                on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+                val_patients: int | None = None) -> TrainedModel:
     """Train a fresh ``builder`` model on frames ``train_idx`` with ``strategy``'s targets and loss.
 
     AdamW with a one-cycle learning-rate schedule over ``config.epochs``. Each epoch the training
     frames are reshuffled and split into ``ceil(n / batch_size)`` near-equal batches (every frame
-    used, no tiny last batch). After each epoch the strategy's loss on ``val_idx`` is computed; the
-    weights of the epoch with the lowest validation loss are returned, and training stops once
-    ``config.patience`` epochs pass without improvement. ``on_epoch(epoch, stats)`` receives
-    ``train_loss``, ``val_loss``, ``lr``, ``img_per_s`` (training phase) and ``seconds``.
-    Everything random (initialisation, batch order, augmentation) derives from ``seed``.
+    used, no tiny last batch). After each epoch the strategy's loss on ``val_idx`` is computed.
+
+    Model selection and early stopping (``config.patience`` set): from
+    :attr:`TrainConfig.first_stoppable_epoch` on (never during the warm-up, never before ``min_epochs``), the
+    weights of the epoch with the lowest validation loss are kept, and training stops once ``patience`` epochs
+    pass without improvement. Without patience, or when the validation split is too small to judge
+    (:func:`validation_usable`; ``val_patients`` is the number of patients in it, when known), every epoch
+    runs and the last one is kept. ``on_epoch(epoch, stats)`` receives ``train_loss``, ``val_loss`` (NaN
+    without validation frames), ``lr``, ``img_per_s`` (training phase) and ``seconds``. Everything random
+    (initialisation, batch order, augmentation) derives from ``seed``.
     """
-    if len(train_idx) == 0 or len(val_idx) == 0:
-        raise ValueError(f"train_model needs training and validation frames, got {len(train_idx)} and {len(val_idx)}")
+    if len(train_idx) == 0:
+        raise ValueError("train_model needs training frames, got none")
+    judge = config.patience is not None and validation_usable(val_idx, val_patients)
     channels_last = device.type == "cuda"
     use_amp = config.amp and device.type == "cuda"
     with _deterministic(device):
@@ -148,7 +152,8 @@ def train_model(builder: ModelBuilder, strategy: LabelStrategy, images: torch.Te
         val_batches = torch.as_tensor(val_idx, dtype=torch.long, device=device).split(config.batch_size)
 
         history: list[dict[str, float]] = []
-        best_loss, best_epoch, best_state, stale = math.inf, 0, None, 0
+        best_loss, best_epoch, best_state, stale = math.inf, config.epochs - 1, None, 0
+        stop_reason = STOP_ALL_EPOCHS if config.patience is None or judge else STOP_NO_VALIDATION
         for epoch in range(config.epochs):
             started = time.perf_counter()
             model.train()
@@ -171,17 +176,20 @@ def train_model(builder: ModelBuilder, strategy: LabelStrategy, images: torch.Te
                 total += loss.detach() * len(idx)
             train_loss = total.item() / len(train_t)  # .item() syncs once per epoch, not per step
             train_seconds = time.perf_counter() - started
-            val_loss = _validation_loss(model, strategy, images, confidence, val_batches, channels_last, use_amp)
+            val_loss = (_validation_loss(model, strategy, images, confidence, val_batches, channels_last, use_amp)
+                        if len(val_idx) else math.nan)
             stats = {"train_loss": train_loss, "val_loss": val_loss, "lr": scheduler.get_last_lr()[0],
                      "img_per_s": len(train_t) / train_seconds, "seconds": time.perf_counter() - started}
             history.append({"epoch": epoch, **stats})
             if on_epoch is not None:
                 on_epoch(epoch, stats)
-            if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+            if not (math.isfinite(train_loss) and (math.isfinite(val_loss) or not len(val_idx))):
                 # A diverged model would otherwise leave NaN metrics that NaN-aware means silently drop.
                 raise TrainingDiverged(f"training diverged at epoch {epoch + 1}: training loss {train_loss:.4g}, "
                                        f"validation loss {val_loss:.4g} (try a lower learning rate)")
-            if best_state is None or val_loss < best_loss:
+            if not judge or epoch < config.first_stoppable_epoch:
+                continue
+            if val_loss < best_loss:
                 best_loss, best_epoch, stale = val_loss, epoch, 0
                 if best_state is None:
                     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -191,10 +199,14 @@ def train_model(builder: ModelBuilder, strategy: LabelStrategy, images: torch.Te
             else:
                 stale += 1
                 if stale >= config.patience:
+                    stop_reason = STOP_EARLY
                     break
-        model.load_state_dict(best_state)
+        if judge and best_state is not None and best_epoch != epoch:
+            model.load_state_dict(best_state)
+        elif not judge:
+            best_epoch = epoch
     model.eval()
-    return TrainedModel(model=model, history=history, best_epoch=best_epoch)
+    return TrainedModel(model=model, history=history, best_epoch=best_epoch, stop_reason=stop_reason)
 
 
 def _validation_loss(model: torch.nn.Module, strategy: LabelStrategy, images: torch.Tensor, confidence: torch.Tensor,
