@@ -19,6 +19,7 @@ _LAZY = {
     "ModelBuilder": "lusbench.train.models",
     "DownstreamTask": "lusbench.evaluate.tasks",
     "MetricDef": "lusbench.evaluate.metricdefs",
+    "dataset_from_arrays": "lusbench.data.arrays",
 }
 
 __all__ = ["hookimpl", "__version__", *_LAZY]
