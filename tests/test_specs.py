@@ -12,6 +12,10 @@ from lusbench.api.specs import parse_spec
         ("unet:resnet18,depth=3", "unet", ("resnet18",), (("depth", "3"),)),
         ("folder:/data/lus:v2", "folder", ("/data/lus:v2",), ()),
         (" weighted ", "weighted", (), ()),
+        ('folder:"/data/run 3, left"', "folder", ("/data/run 3, left",), ()),
+        ("npz:path='/x,y.npz',k=2", "npz", (), (("path", "/x,y.npz"), ("k", "2"))),
+        ('a:"x=1"', "a", ("x=1",), ()),  # quoted: a positional value, not a keyword
+        ('a:"say \\"hi\\", twice"', "a", ('say "hi", twice',), ()),
     ],
 )
 def test_parse_spec(text, name, args, kwargs):
@@ -28,6 +32,7 @@ def test_parse_spec(text, name, args, kwargs):
         ("a:x=1,x=2", "given twice"),
         ("a:k=1,2", "positional argument '2' after keyword"),
         ("bad name", "not a valid name"),
+        ('folder:"/data/a,b', "unclosed quote"),
     ],
 )
 def test_parse_spec_errors(text, message):
