@@ -282,3 +282,45 @@ def test_cli_malformed_leaderboard_exits_3_with_one_line(files, damage, problem,
     out = check("--baseline", str(baseline), "--json", str(current))
     assert out.returncode == 3, out.stderr
     assert problem in out.stderr and out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+
+
+def test_noise_tolerances_are_a_multiple_of_the_largest_standard_error_with_a_floor(doc):
+    from lusbench.results.check import NOISE_FLOOR_SHARE, noise_tolerances
+
+    derived = noise_tolerances(doc, multiple=4.0)
+    widest = max((r["metrics"]["dice"]["ci_high"] - r["metrics"]["dice"]["ci_low"]) for r in doc["rows"]
+                 if not r["reference"] and r["metrics"]["dice"]["ci_low"] is not None)
+    assert derived["dice"] == pytest.approx(max(NOISE_FLOOR_SHARE * 0.05, 4.0 * widest / (2 * 1.959964)), rel=1e-3)
+    assert noise_tolerances(doc, multiple=8.0)["dice"] >= derived["dice"]
+    # A metric whose rows all have zero-width intervals gets the floor, not a zero tolerance.
+    flat = copy.deepcopy(doc)
+    for r in flat["rows"]:
+        if r["metrics"]["dice"]["mean"] is not None:
+            r["metrics"]["dice"].update(ci_low=0.5, ci_high=0.5)
+    assert noise_tolerances(flat)["dice"] == pytest.approx(NOISE_FLOOR_SHARE * 0.05)
+
+
+def test_noise_tolerances_rank_between_hand_set_and_declared():
+    assert tolerance_for("dice", {}, {}, {"dice": 0.05}, {"dice": 0.011}) == 0.011
+    assert tolerance_for("dice", {}, {"dice": 0.2}, {"dice": 0.05}, {"dice": 0.011}) == 0.2
+    assert tolerance_for("dice", {"dice": 0.3}, {"dice": 0.2}, {}, {"dice": 0.011}) == 0.3
+
+
+def test_cli_update_baseline_with_noise_tolerances_stores_and_keeps_them(files):
+    baseline, current = files
+    out = check("--baseline", str(baseline), "--json", str(current), "--update-baseline", "--noise-tolerances", "3")
+    assert out.returncode == 0, out.stderr
+    stored = json.loads(baseline.read_text())
+    assert stored["noise_tolerance_method"]["multiple"] == 3.0 and stored["noise_tolerances"]["dice"] > 0
+    # A later --update-baseline without the flag recomputes them with the same multiple.
+    stored["noise_tolerances"] = {"dice": 123.0}
+    baseline.write_text(json.dumps(stored))
+    assert check("--baseline", str(baseline), "--json", str(current), "--update-baseline").returncode == 0
+    again = json.loads(baseline.read_text())
+    assert again["noise_tolerances"]["dice"] != 123.0 and again["noise_tolerance_method"]["multiple"] == 3.0
+    # The gate uses them: a drop just past the derived dice tolerance fails.
+    tol = again["noise_tolerances"]["dice"]
+    edit(current, lambda d: entry(d, "threshold:0.6", "dice").update(mean=entry(d, "threshold:0.6", "dice")["mean"] - 1.01 * tol))
+    assert check("--baseline", str(baseline), "--json", str(current)).returncode == 1
+    bad = check("--baseline", str(baseline), "--json", str(current), "--noise-tolerances")
+    assert bad.returncode == 2 and "needs --update-baseline" in bad.stderr

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from lusbench.results.check import NOISE_MULTIPLE
 from lusbench.results.document import DEFAULT_RUN_DIR, LEADERBOARD_FILE
 
 
@@ -21,6 +22,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="the fresh leaderboard (default: %(default)s)")
     p.add_argument("--update-baseline", action="store_true",
                    help="rewrite the baseline from the fresh leaderboard (keeps its tolerances); exit 0")
+    p.add_argument("--noise-tolerances", nargs="?", type=float, const=NOISE_MULTIPLE, metavar="K",
+                   help="with --update-baseline: also store tolerances derived from this run's spread, K standard "
+                        "errors of each metric (default K: %(const)g); see docs/cli/check.md")
     p.add_argument("--tolerance", action="append", default=[], metavar="METRIC=ABS",
                    help="absolute tolerance for METRIC (a name or glob such as 'dice.*'); repeatable")
     p.set_defaults(func=run)
@@ -50,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
     from lusbench.results.document import read_leaderboard, require_valid, write_leaderboard
 
     overrides = check.parse_tolerances(args.tolerance)
+    if args.noise_tolerances is not None and not (args.update_baseline and args.noise_tolerances > 0):
+        raise UserError("--noise-tolerances K needs --update-baseline and a positive K")
     current = read_leaderboard(args.json)
     try:
         require_valid(current, args.json)
@@ -86,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     if args.update_baseline:
         # A new baseline may start a new directory (e.g. benchmarks/baselines/): creating it is the intent.
         Path(baseline_path).parent.mkdir(parents=True, exist_ok=True)
-        write_leaderboard(check.updated_baseline(current, baseline), baseline_path)
+        write_leaderboard(check.updated_baseline(current, baseline, args.noise_tolerances), baseline_path)
         for strategy in check.uncompared_rows(current, baseline) if baseline is not None else []:
             print(f"warning: {strategy} was in the old baseline but not in {args.json}: the new baseline no longer "
                   "guards it", file=sys.stderr)

@@ -73,16 +73,51 @@ def _lookup(metric: str, table: Mapping[str, float] | Sequence[tuple[str, float]
 
 
 def tolerance_for(metric: str, overrides: Mapping[str, float], baseline_tolerances: Mapping[str, float],
-                  declared: Mapping[str, float | None] | None = None) -> float:
-    """The metric's tolerance: ``--tolerance`` flags, then the baseline's ``tolerances`` map, then the tolerance
-    the metric's plugin declares (``declared``: name -> tolerance, from the leaderboard's ``metrics``), then
+                  declared: Mapping[str, float | None] | None = None, noise: Mapping[str, float] | None = None) -> float:
+    """The metric's tolerance, from the first source that has it: ``--tolerance`` flags, the baseline's
+    hand-set ``tolerances`` map, the baseline's ``noise_tolerances`` (:func:`noise_tolerances`), the tolerance
+    the metric's plugin declares (``declared``: name -> tolerance, from the leaderboard's ``metrics``), and
     :data:`~lusbench.evaluate.metricdefs.FALLBACK_TOLERANCE`."""
-    for table in (overrides, baseline_tolerances):
+    return tolerance_source(metric, overrides, baseline_tolerances, declared, noise)[0]
+
+
+def tolerance_source(metric: str, overrides: Mapping[str, float], baseline_tolerances: Mapping[str, float],
+                     declared: Mapping[str, float | None] | None = None,
+                     noise: Mapping[str, float] | None = None) -> tuple[float, str]:
+    """:func:`tolerance_for` and where the value came from (``flag``, ``baseline``, ``noise``, ``metric``, ``fallback``)."""
+    for table, source in ((overrides, "flag"), (baseline_tolerances, "baseline"), (noise or {}, "noise")):
         tol = _lookup(metric, table)
         if tol is not None:
-            return tol
+            return tol, source
     tol = (declared or {}).get(metric)
-    return float(tol) if tol is not None else FALLBACK_TOLERANCE
+    return (float(tol), "metric") if tol is not None else (FALLBACK_TOLERANCE, "fallback")
+
+
+#: Noise-derived tolerances: this many standard errors of a strategy's mean (the CI half-width / 1.96; the CI
+#: includes the training randomness of the trained models). A rerun under other training randomness differs
+#: from the baseline by the difference of two such estimates (SD about 1.41 SE), so 4 SE is about 2.8 SD of
+#: that difference: a false alarm about once in 200 metrics.
+NOISE_MULTIPLE = 4.0
+#: ... but never below this share of the metric's declared tolerance: a CI of zero width (a metric every model
+#: gets exactly right) must not turn into a gate that fails on the last decimal.
+NOISE_FLOOR_SHARE = 0.2
+
+
+def noise_tolerances(doc: Mapping[str, Any], multiple: float = NOISE_MULTIPLE) -> dict[str, float]:
+    """Per metric: ``multiple`` x the largest standard error among the strategy rows' means (from their 95% CIs),
+    at least :data:`NOISE_FLOOR_SHARE` of the metric's declared tolerance. Metrics without a CI in any row are
+    left out (their other tolerances apply)."""
+    declared = declared_tolerances(doc)
+    out: dict[str, float] = {}
+    for m in doc["metrics"]:
+        name = m["name"]
+        ses = [(e["ci_high"] - e["ci_low"]) / (2 * 1.959964) for r in doc["rows"] if not r.get("reference")
+               if (e := r["metrics"].get(name) or {}).get("ci_low") is not None and e.get("ci_high") is not None]
+        if not ses:
+            continue
+        floor = NOISE_FLOOR_SHARE * (declared.get(name) or FALLBACK_TOLERANCE)
+        out[name] = float(f"{max(floor, multiple * max(ses)):.4g}")
+    return out
 
 
 def declared_tolerances(doc: Mapping[str, Any]) -> dict[str, float | None]:
@@ -90,11 +125,12 @@ def declared_tolerances(doc: Mapping[str, Any]) -> dict[str, float | None]:
     return {m["name"]: m.get("tolerance") for m in doc.get("metrics") or []}
 
 
-def baseline_tolerances(baseline: Mapping[str, Any]) -> dict[str, float]:
-    """The ``tolerances`` map stored in a baseline file (empty when absent); UserError when malformed."""
-    raw = baseline.get("tolerances") or {}
+def baseline_tolerances(baseline: Mapping[str, Any], key: str = "tolerances") -> dict[str, float]:
+    """A tolerance map stored in a baseline file (``tolerances``, hand-set, or ``noise_tolerances``); empty when
+    absent, UserError when malformed."""
+    raw = baseline.get(key) or {}
     if not isinstance(raw, dict):
-        raise UserError("the baseline's 'tolerances' must be a map of METRIC (or glob) to an absolute tolerance")
+        raise UserError(f"the baseline's '{key}' must be a map of METRIC (or glob) to an absolute tolerance")
     return parse_tolerances([f"{k}={v}" for k, v in raw.items()])
 
 
@@ -165,6 +201,7 @@ def compare(
     """
     ensure_comparable(baseline, current)
     stored = baseline_tolerances(baseline)
+    noise = baseline_tolerances(baseline, "noise_tolerances")
     declared = {**declared_tolerances(baseline), **declared_tolerances(current)}
     current_rows = {r["strategy"]: r for r in current["rows"]}
     lines = []
@@ -174,7 +211,7 @@ def compare(
         new_row = current_rows.get(old_row["strategy"])
         for m in baseline["metrics"]:
             name, higher = m["name"], bool(m["higher_is_better"])
-            tol = tolerance_for(name, overrides or {}, stored, declared)
+            tol = tolerance_for(name, overrides or {}, stored, declared, noise)
             old = (old_row["metrics"].get(name) or {}).get("mean")
             new = None if new_row is None else (new_row["metrics"].get(name) or {}).get("mean")
             if new_row is None:
@@ -191,11 +228,25 @@ def uncompared_rows(baseline: Mapping[str, Any], current: Mapping[str, Any]) -> 
     return [r["strategy"] for r in current["rows"] if not r.get("reference") and r["strategy"] not in known]
 
 
-def updated_baseline(current: Mapping[str, Any], previous: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The new baseline: the current document, keeping the previous baseline's ``tolerances`` map."""
+def updated_baseline(current: Mapping[str, Any], previous: Mapping[str, Any] | None,
+                     noise_multiple: float | None = None) -> dict[str, Any]:
+    """The new baseline: the current document, keeping the previous baseline's hand-set ``tolerances``.
+
+    Noise-derived tolerances (``noise_tolerances``) are computed from the current document with
+    ``noise_multiple``, or, when it is None, with the multiple the previous baseline used, if it had them.
+    """
     doc = dict(current)
     if previous is not None and previous.get("tolerances"):
         doc["tolerances"] = previous["tolerances"]
+    if noise_multiple is None and previous is not None:
+        noise_multiple = (previous.get("noise_tolerance_method") or {}).get("multiple")
+    if noise_multiple is not None:
+        doc["noise_tolerances"] = noise_tolerances(current, float(noise_multiple))
+        doc["noise_tolerance_method"] = {
+            "multiple": float(noise_multiple), "floor_share": NOISE_FLOOR_SHARE,
+            "rule": "multiple x the largest standard error (95% CI half-width / 1.96) among the strategies, "
+                    "at least floor_share x the metric's declared tolerance",
+        }
     return doc
 
 
