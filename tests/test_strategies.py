@@ -104,3 +104,11 @@ def test_registering_does_not_import_torch():
             "heavy = [m for m in ('torch', 'segmentation_models_pytorch') if m in sys.modules]; "
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_strategies_declare_what_they_are_swept_over():
+    from lusbench_builtins.strategies import soft, threshold, weighted
+
+    assert threshold("0.6").sweep() == {"family": "threshold", "parameter": "t", "value": 0.6}
+    assert weighted("0.2").sweep() == {"family": "weighted", "parameter": "floor", "value": 0.2}
+    assert soft().sweep() is None

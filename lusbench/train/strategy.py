@@ -28,6 +28,18 @@ class LabelStrategy:
     name: str = "strategy"
     #: Weight of the soft Dice term in the default loss (BCE weight is 1).
     dice_weight: float = 1.0
+    #: The attribute holding the numeric setting this strategy is swept over (``"t"`` for ``threshold:t``), or None.
+    #: The report plots a family of strategies (the same registered name) against it, instead of parsing specs.
+    sweep_parameter: str | None = None
+
+    def sweep(self) -> dict[str, object] | None:
+        """``{"family", "parameter", "value"}`` for the report's sweep figure, or None without a sweep parameter.
+
+        The family is the spec's name (``threshold`` in ``threshold:0.6``)."""
+        if self.sweep_parameter is None:
+            return None
+        return {"family": self.name.partition(":")[0], "parameter": self.sweep_parameter,
+                "value": float(getattr(self, self.sweep_parameter))}
 
     def targets(self, confidence: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Map confidence ``(B, K, H, W)`` in [0, 1] to ``(target, weight)``.

@@ -33,6 +33,8 @@ def _reject_extra(name: str, extra: tuple[str, ...], unknown: dict[str, str], us
 class ThresholdStrategy(LabelStrategy):
     """Hard target: a pixel is positive where the expert confidence is at least ``t``."""
 
+    sweep_parameter = "t"
+
     def __init__(self, t: float) -> None:
         self.t = t
         self.name = f"threshold:{_canonical(t)}"
@@ -56,6 +58,8 @@ class WeightedStrategy(LabelStrategy):
     ``weight = max(|2c - 1|, floor)``: 1 where the experts agree (c = 0 or 1), ``floor`` where they are
     split (c = 0.5), so uncertain pixels still contribute a little instead of being ignored.
     """
+
+    sweep_parameter = "floor"
 
     def __init__(self, floor: float = DEFAULT_WEIGHT_FLOOR) -> None:
         self.floor = floor
