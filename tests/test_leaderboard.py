@@ -18,7 +18,7 @@ from lusbench.evaluate.metricdefs import MetricDef
 from lusbench.evaluate.run_results import REFERENCE_EXPERT, REFERENCE_TRUE
 from lusbench.results.document import SCHEMA, dumps, json_safe, read_leaderboard, write_leaderboard
 from lusbench.results.leaderboard import build_leaderboard
-from lusbench.results.render import render, select_columns
+from lusbench.results.render import fmt_value, render, select_columns
 
 HEADLINE = ("dice", "hd95", "ece", "true.dice", "sf_ratio.mae", "sf_change.auroc")
 
@@ -59,7 +59,7 @@ def test_document_has_the_design_schema(doc):
 
 def test_reference_rows_have_task_metrics_only_and_no_comparison_or_rank(doc):
     ref = row(doc, REFERENCE_EXPERT)
-    assert ref["metrics"]["dice"] == {"mean": None, "ci_low": None, "ci_high": None, "n": 0, "seeds": 0}
+    assert ref["metrics"]["dice"] == {"mean": None, "ci_low": None, "ci_high": None, "n": 0, "seeds": 0, "models": 0}
     assert ref["metrics"]["sf_ratio.mae"]["n"] == 5 and ref["seeds"] == [0]
     assert ref["comparison"] == {} and ref["rank"] == {}
     assert row(doc, "threshold:0.5")["comparison"] == {}  # the baseline is not compared with itself
@@ -107,11 +107,12 @@ def test_missing_and_all_nan_metrics_are_explicit():
         seg["mt_dice"] = np.full_like(seg["dice"], np.nan) if r == "weighted" else seg["dice"]
     doc = build_leaderboard(results)
     assert row(doc, "soft")["metrics"]["hd95"]["mean"] is None and row(doc, "soft")["metrics"]["hd95"]["n"] == 0
-    assert row(doc, "soft")["comparison"]["hd95"] == {"delta": None, "p_value": None, "p_holm": None, "n": 0, "mark": ""}
+    nothing = {"delta": None, "p_value": None, "p_holm": None, "n": 0, "models": 0, "mark": ""}
+    assert row(doc, "soft")["comparison"]["hd95"] == nothing
     assert row(doc, "soft")["rank"]["hd95"] is None
     weighted = row(doc, "weighted")
     assert weighted["metrics"]["mt_dice"]["mean"] is None and weighted["rank"]["mt_dice"] is None
-    assert weighted["comparison"]["mt_dice"] == {"delta": None, "p_value": None, "p_holm": None, "n": 0, "mark": ""}
+    assert weighted["comparison"]["mt_dice"] == nothing
     assert {m["name"]: m["unit"] for m in doc["metrics"]}["never"] is None
     assert all(r["metrics"]["never"]["mean"] is None for r in doc["rows"])
     json.dumps(doc, allow_nan=False)
@@ -165,7 +166,9 @@ def test_renderings(doc):
     table_lines = [ln for ln in md if ln.startswith("|")]
     assert len(table_lines) == 2 + len(doc["rows"])
     assert all(ln.count(" | ") == table_lines[0].count(" | ") for ln in table_lines[2:])
-    assert any("0.666 [0.641, 0.690] ▲ #1" in ln for ln in table_lines)
+    best = row(doc, "threshold:0.6")["metrics"]["dice"]
+    cell = f"{fmt_value(best['mean'])} [{fmt_value(best['ci_low'])}, {fmt_value(best['ci_high'])}] ▲ #1"
+    assert any(cell in ln for ln in table_lines)
     assert any("n=5" in ln for ln in table_lines if "reference:" in ln)  # differing n is shown in the cell
 
     records = list(csv.DictReader(io.StringIO(render(doc, "csv"))))

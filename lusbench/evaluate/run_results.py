@@ -6,8 +6,9 @@ terminal table and the HTML report are all computed from it, so they never need 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 import numpy as np
 
@@ -18,6 +19,52 @@ REFERENCE_EXPERT = "reference:expert-labels"
 REFERENCE_TRUE = "reference:true-masks"
 
 
+class TaskPredictions(TypedDict):
+    """The out-of-fold predictions of one task for one (row, seed): what patient-level task statistics resample.
+
+    One entry per task row (a patient, or a visit for visit-level tasks: a patient may own several rows).
+    The rows and their order are the task's, so they are the same in every row and seed of a run.
+
+    - ``patient``: ``(n,)`` patient id of each task row, the ids of :attr:`RunResults.frame_patient`.
+    - ``y_true``: ``(n,)`` the target of each task row.
+    - ``kind``: ``"regression"`` or ``"classification"`` (binary or multi-class; classification resamples
+      patients within each class).
+    - ``repeats``: one prediction per repeat of the task's cross-validation, ``R`` in all: ``(n,)`` predicted
+      values, or ``(n, C)`` class probabilities in the order the task's metric expects.
+    - ``folds``: one ``(n,)`` int array per repeat: the task-CV fold whose model predicted each row (metrics
+      that must be computed within one model, such as AUROC, are averaged over these folds).
+
+    Lists (as stored in JSON) are accepted wherever an array is.
+    """
+
+    patient: Sequence[Any]
+    y_true: Sequence[float]
+    kind: Literal["regression", "classification"]
+    repeats: Sequence[Sequence[Any]]
+    folds: Sequence[Sequence[int]]
+
+
+@dataclass(frozen=True)
+class TaskMetric:
+    """How one task metric is computed from :class:`TaskPredictions` (filled from the task plugin).
+
+    - ``task``: the key of the predictions in ``RunResults.task_predictions[(row, seed)]``.
+    - ``fn``: ``fn(y_true, y_pred) -> float`` on any multiset of the task rows (``y_pred`` ``(m,)`` or
+      ``(m, C)``); NaN where undefined. It is called once per resample, seed and repeat (and fold).
+    - ``batched``: True when ``fn`` is instead ``fn(y_true, y_pred, weight) -> (B,)`` with ``weight`` ``(B, n)``
+      integer multiplicities of the ``n`` rows, equal to the plain metric on the rows repeated that often:
+      one call per seed and repeat (and fold) for all resamples, about a hundred times faster.
+    - ``per_fold``: True for metrics that must not pool the predictions of different task-CV models (rank and
+      correlation metrics): the value is then the mean over the repeat's folds
+      (:func:`lusbench.evaluate.tasks.fold_mean`).
+    """
+
+    task: str
+    fn: Callable[..., Any]
+    per_fold: bool = False
+    batched: bool = False
+
+
 @dataclass
 class RunResults:
     """Everything measured by one run, keyed by row (strategy spec or reference name) and seed.
@@ -25,8 +72,17 @@ class RunResults:
     - ``frame_patient``: ``(N,)`` patient id of every frame (the bootstrap unit for segmentation metrics).
     - ``seg[(row, seed)][metric]``: ``(N,)`` float64 per-frame out-of-fold value, NaN where undefined
       (e.g. Dice of a class absent from both prediction and label).
+    - ``frame_fold[(row, seed)]``: ``(N,)`` int64 fold of the model that predicted each frame out of fold, so
+      ``(seed, frame_fold[(row, seed)][i])`` names the trained model behind frame ``i``. The folds of a seed
+      are the same for every strategy (that is what pairs two strategies' models). Absent for rows that
+      train nothing (reference rows).
     - ``tasks[(row, seed)][metric]``: list of floats, one per repeat of the task's patient-grouped CV;
       repeat ``r`` uses the same splits in every row, so values pair across rows.
+    - ``task_predictions[(row, seed)][task]``: the task's per-row out-of-fold predictions
+      (:class:`TaskPredictions`). A task metric named in ``task_metrics`` is computed from them, with
+      patients as the unit; one that is not keeps the per-repeat values of ``tasks``.
+    - ``task_metrics[metric]``: how to compute the task metric ``metric`` from the predictions
+      (:class:`TaskMetric`).
     - ``calibration[(row, seed)]``: reliability-diagram bins against the eval-threshold labels:
       ``{"bin_edges": [...], "count": [...], "mean_prob": [...], "frac_positive": [...]}``.
     - ``rows``: row names in display order; ``references``: the subset that are reference rows.
@@ -42,7 +98,10 @@ class RunResults:
     references: set[str] = field(default_factory=set)
     reference_strategy: str | None = "threshold:0.5"
     seg: dict[tuple[str, int], dict[str, np.ndarray]] = field(default_factory=dict)
+    frame_fold: dict[tuple[str, int], np.ndarray] = field(default_factory=dict)
     tasks: dict[tuple[str, int], dict[str, list[float]]] = field(default_factory=dict)
+    task_predictions: dict[tuple[str, int], dict[str, TaskPredictions]] = field(default_factory=dict)
+    task_metrics: dict[str, TaskMetric] = field(default_factory=dict)
     calibration: dict[tuple[str, int], dict[str, list[float]]] = field(default_factory=dict)
 
 

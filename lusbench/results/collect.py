@@ -43,10 +43,12 @@ def collect_results(store: ResultsStore, manifest: dict[str, Any]) -> RunResults
             folds = [(seed, f) for f in range(config["folds"])] if row not in results.references else [(-1, -1)]
             seg = _collect_segmentation(store, keys, row, folds, n_frames)
             if seg is not None:
-                metrics, calibration = seg
+                metrics, calibration, frame_fold = seg
                 results.seg[(row, seed)] = metrics
                 if calibration is not None:
                     results.calibration[(row, seed)] = calibration
+                if row not in results.references:
+                    results.frame_fold[(row, seed)] = frame_fold
                 present = True
             task_metrics: dict[str, list[float]] = {}
             for task in config["tasks"]:
@@ -61,18 +63,21 @@ def collect_results(store: ResultsStore, manifest: dict[str, Any]) -> RunResults
     return results
 
 
-def _collect_segmentation(store: ResultsStore, keys: RunKeys, row: str, folds: list[tuple[int, int]],
-                          n_frames: int) -> tuple[dict[str, np.ndarray], dict[str, list[float]] | None] | None:
+def _collect_segmentation(store: ResultsStore, keys: RunKeys, row: str, folds: list[tuple[int, int]], n_frames: int
+                          ) -> tuple[dict[str, np.ndarray], dict[str, list[float]] | None, np.ndarray] | None:
+    """Per-frame metrics, pooled calibration bins and the fold that predicted each frame (-1: none)."""
     records = [store.get(keys.cell(row, seed, fold)) for seed, fold in folds]
     if any(r is None for r in records):
         return None
     metrics: dict[str, np.ndarray] = {}
-    for record in records:
+    frame_fold = np.full(n_frames, -1, dtype=np.int64)
+    for (_, fold), record in zip(folds, records, strict=True):
         frames = np.asarray(record["frames"], dtype=np.int64)
+        frame_fold[frames] = fold
         for name, values in record["metrics"].items():
             metrics.setdefault(name, np.full(n_frames, np.nan))[frames] = np.asarray(values, dtype=np.float64)
     calibrations = [r["calibration"] for r in records if "calibration" in r]
-    return metrics, (pool_calibration(calibrations) if calibrations else None)
+    return metrics, (pool_calibration(calibrations) if calibrations else None), frame_fold
 
 
 def read_manifest(store: ResultsStore) -> dict[str, Any]:

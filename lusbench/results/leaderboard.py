@@ -44,7 +44,8 @@ def build_leaderboard(results: RunResults, reference: str | None = None) -> dict
         metrics = {}
         for d in defs:
             est, n_seeds = run.estimate(row, d.name)
-            metrics[d.name] = {"mean": est.mean, "ci_low": est.ci_low, "ci_high": est.ci_high, "n": est.n, "seeds": n_seeds}
+            metrics[d.name] = {"mean": est.mean, "ci_low": est.ci_low, "ci_high": est.ci_high, "n": est.n, "seeds": n_seeds,
+                               "models": est.models}
         seeds = sorted({s for (r, s) in (*results.seg, *results.tasks) if r == row})
         rows.append({"strategy": row, "reference": row in results.references, "seeds": seeds, "metrics": metrics,
                      "comparison": {}, "rank": {}})
@@ -58,26 +59,31 @@ def build_leaderboard(results: RunResults, reference: str | None = None) -> dict
             continue
         others = [r for r in strategies if r != ref]
         tests = [run.compare(r, ref, d.name) for r in others]
+        # Untestable comparisons have no p-value, so they take no share of the Holm family.
         adjusted = stats.holm_adjust([t.p_value for t in tests])
         for r, t, p_holm in zip(others, tests, adjusted, strict=True):
             by_name[r]["comparison"][d.name] = {
-                "delta": t.delta, "p_value": t.p_value, "p_holm": p_holm, "n": t.n,
-                "mark": stats.significance_mark(t.delta, p_holm, d.higher_is_better),
+                "delta": t.delta, "p_value": t.p_value, "p_holm": p_holm, "n": t.n, "models": t.models,
+                "mark": stats.significance_mark(t.delta, p_holm, d.higher_is_better, models=t.models),
             }
 
     return json_safe({
         "schema": SCHEMA,
         "config": results.config,
         "environment": results.environment,
-        "metrics": [{**d.to_json(), "unit": run.unit[d.name]} for d in defs],
+        "metrics": [{**d.to_json(), "unit": run.unit[d.name], "kind": run.kind[d.name]} for d in defs],
         "reference_strategy": ref,
         "comparison_note": note,
         "statistics": {
             "ci_level": stats.CI_LEVEL, "alpha": stats.ALPHA,
-            "bootstrap_samples": stats.N_BOOTSTRAP, "permutations": stats.N_PERMUTATIONS,
-            "exact_permutation_max_n": stats.EXACT_PERMUTATION_MAX_N, "random_seed": stats.RANDOM_SEED,
-            "patient_ci": "percentile bootstrap over patients", "seed_repeat_ci": "Student t over seeds x CV repeats",
-            "test": "two-sided paired sign-flip permutation test of the mean difference",
+            "bootstrap_samples": stats.N_BOOTSTRAP, "task_bootstrap_samples": stats.N_TASK_BOOTSTRAP,
+            "permutations": stats.N_PERMUTATIONS, "exact_permutation_max_n": stats.EXACT_PERMUTATION_MAX_N,
+            "min_model_pairs": stats.MIN_MODEL_PAIRS, "random_seed": stats.RANDOM_SEED,
+            "patient_ci": "percentile bootstrap resampling seeds, the models of each seed and patients",
+            "seed_repeat_ci": "Student t over seeds x CV repeats",
+            "test": "two-sided sign-flip permutation test over (seed, fold) model pairs (segmentation, seed_repeat "
+                    "tasks: over seeds x CV repeats); paired bootstrap of the difference (patient tasks)",
+            "untestable": f"fewer than {stats.MIN_MODEL_PAIRS} (seed, fold) model pairs behind the comparison",
             "adjustment": "Holm over the strategies compared on one metric",
         },
         "rows": rows,

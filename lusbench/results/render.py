@@ -18,7 +18,9 @@ if TYPE_CHECKING:
     from rich.table import Table
 
 FORMATS = ("table", "markdown", "csv", "json", "html")
-MARK_GLYPH = {"better": "▲", "worse": "▼", "ns": "", "": ""}
+# "?" = untestable: too few trained models to tell a difference from training noise (docs/statistics.md).
+MARK_GLYPH = {"better": "▲", "worse": "▼", "untestable": "?", "ns": "", "": ""}
+MARK_STYLE = {"▲": "bold green", "▼": "bold red", "?": "yellow"}
 
 
 def stdout_console() -> Any:
@@ -100,11 +102,14 @@ def column_header(doc: dict[str, Any], metric: str) -> str:
 def legend(doc: dict[str, Any]) -> str:
     """One paragraph saying what the cells mean (printed under every table)."""
     ref = doc.get("reference_strategy")
-    text = "Mean [95% CI]; n = patients (segmentation) or seeds x CV repeats (tasks); #k = rank among strategies."
+    repeats = any(m.get("unit") == "seed_repeat" for m in doc["metrics"])
+    n_is = "patients" + (", or seeds x CV repeats for task metrics without per-patient predictions" if repeats else "")
+    text = f"Mean [95% CI]; n = {n_is}; #k = rank among strategies."
     if doc.get("comparison_note"):
         return f"{text} {doc['comparison_note']}."
-    return (f"{text} ▲/▼ = significantly better/worse than {ref} "
-            "(paired sign-flip permutation test, Holm-adjusted p < 0.05); see docs/statistics.md.")
+    least = (doc.get("statistics") or {}).get("min_model_pairs", 6)
+    return (f"{text} ▲/▼ = significantly better/worse than {ref} (paired test over (seed, fold) model pairs, "
+            f"Holm-adjusted p < 0.05); ? = untestable: fewer than {least} model pairs; see docs/statistics.md.")
 
 
 def config_line(doc: dict[str, Any]) -> str:
@@ -130,7 +135,7 @@ def table_renderable(doc: dict[str, Any], metrics: Sequence[str] | None = None) 
             mean, ci, mark, rank = cell_parts(doc, row, metric)
             cell = Text(mean)
             if mark:
-                cell.append(f" {mark}", style="bold green" if mark == "▲" else "bold red")
+                cell.append(f" {mark}", style=MARK_STYLE[mark])
             if rank:
                 cell.append(f" {rank}", style="dim")
             if ci:
