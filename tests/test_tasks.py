@@ -260,3 +260,21 @@ def test_true_masks_beat_chance_on_the_default_synthetic_dataset_and_shuffled_fe
     assert abs(null_mean("sf-ratio", "sf_ratio.pearson_r")) < 0.15
     assert abs(null_mean("sf-change", "sf_change.auroc") - 0.5) < 0.12
     assert abs(null_mean("readmission-30d", "readmission_30d.auroc") - 0.5) < 0.12
+
+
+@pytest.mark.parametrize("name", ["sf-ratio", "sf-change", "readmission-30d"])
+def test_stored_predictions_reproduce_every_metric_through_its_standard_score(registry, planted, name):
+    # The leaderboard recomputes task metrics from the stored predictions with the standard scores: they must
+    # give the values the task itself reported, repeat by repeat.
+    from lusbench.evaluate.stats import TaskRows, task_point
+    from lusbench.evaluate.task_scores import task_metric
+
+    ds, features = planted
+    task = registry.create(name)
+    values, predictions = task.evaluate_with_predictions(features, ds, seed=0)
+    assert values == task.evaluate(features, ds, seed=0)
+    assert len(predictions["repeats"]) == task.repeats and len(predictions["patient"]) == len(predictions["y_true"])
+    rows = TaskRows.of([predictions])
+    for d in task.metric_defs():
+        assert d.score is not None
+        assert task_point([predictions], task_metric(name, d.score), rows) == pytest.approx(_mean(values[d.name]), rel=1e-9)

@@ -18,6 +18,10 @@ class MetricDef:
       default, in the metric's own unit (None: :data:`FALLBACK_TOLERANCE`). Size it to the seed-to-seed noise
       of a small run: tight enough to catch a broken strategy, loose enough not to flake.
     - ``headline``: shown in the compact leaderboard table and the report's main figures.
+    - ``score``: for a task metric, the name of the standard score it is
+      (:data:`lusbench.evaluate.task_scores.STANDARD_SCORES`: ``mae``, ``auroc``, ...). With it, and the task's
+      stored per-patient predictions, its interval and paired test resample patients; without it, they use the
+      per-repeat values.
     """
 
     name: str
@@ -25,6 +29,7 @@ class MetricDef:
     description: str
     tolerance: float | None = None
     headline: bool = False
+    score: str | None = None
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from lusbench.data.dataset import LUSDataset
     from lusbench.evaluate.features import FeatureSet
     from lusbench.evaluate.metricdefs import MetricDef
+    from lusbench.evaluate.run_results import TaskPredictions
 
 Splits = list[list[tuple[np.ndarray, np.ndarray]]]
 
@@ -49,6 +50,15 @@ class DownstreamTask:
     def evaluate(self, features: FeatureSet, dataset: LUSDataset, seed: int) -> dict[str, list[float]]:
         """Metric name -> one value per repeat; the same (dataset, seed) gives the same splits whatever the features."""
         raise NotImplementedError(f"{type(self).__name__} must implement evaluate()")
+
+    def evaluate_with_predictions(self, features: FeatureSet, dataset: LUSDataset,
+                                  seed: int) -> tuple[dict[str, list[float]], TaskPredictions | None]:
+        """:meth:`evaluate` and the out-of-fold predictions behind it (:class:`TaskPredictions`), or None.
+
+        With predictions stored, the leaderboard's intervals and paired tests of the metrics that name a standard
+        ``score`` resample patients. The default returns none: a task that only implements :meth:`evaluate`
+        keeps working, with per-repeat statistics."""
+        return self.evaluate(features, dataset, seed), None
 
     def nan_result(self) -> dict[str, list[float]]:
         """Every metric NaN in every repeat: the explicit answer when the data cannot support the task."""
@@ -217,13 +227,18 @@ class SupervisedTask(DownstreamTask):
                               labels=y if self.classification else None)
 
     def evaluate(self, features: FeatureSet, dataset: LUSDataset, seed: int) -> dict[str, list[float]]:
+        return self.evaluate_with_predictions(features, dataset, seed)[0]
+
+    def evaluate_with_predictions(self, features: FeatureSet, dataset: LUSDataset,
+                                  seed: int) -> tuple[dict[str, list[float]], TaskPredictions | None]:
         if self.skip_reason(dataset) is not None:
-            return self.nan_result()
+            return self.nan_result(), None
         y, patient, visit = self.targets(dataset)
         splits = self.splits(dataset, seed)
         x = self.design(features, patient, visit)
         classes = np.unique(y) if self.classification else None
         result: dict[str, list[float]] = {m.name: [] for m in self.metric_defs()}
+        repeats, folds = [], []
         for repeat, pred in zip(splits, oof_predictions(self.make_estimator, x, y, splits, seed=seed, classes=classes),
                                 strict=True):
             fold = np.empty(len(y), dtype=np.int64)
@@ -231,4 +246,12 @@ class SupervisedTask(DownstreamTask):
                 fold[test] = f
             for name, value in self.score(y, pred, fold, classes).items():
                 result[name].append(float(value))
-        return result
+            repeats.append(pred.tolist())
+            folds.append(fold.tolist())
+        # Classification targets are stored as class indices, the columns of the probabilities.
+        target = np.searchsorted(classes, y) if classes is not None else y
+        predictions: TaskPredictions = {
+            "patient": patient.tolist(), "y_true": target.astype(float).tolist(),
+            "kind": "classification" if self.classification else "regression", "repeats": repeats, "folds": folds,
+        }
+        return result, predictions

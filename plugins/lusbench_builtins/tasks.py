@@ -56,7 +56,8 @@ class ClinicalTask(SupervisedTask):
         self.prefix = self.base_prefix if model == "linear" else f"{self.base_prefix}_{model}"
 
     def metric_defs(self) -> list[MetricDef]:
-        return [MetricDef(f"{self.prefix}.{m}", hib, desc, tolerance, headline=i == 0)
+        # Each metric is the standard score of its name, so the statistics can resample its predictions.
+        return [MetricDef(f"{self.prefix}.{m}", hib, desc, tolerance, headline=i == 0, score=m)
                 for i, (m, hib, desc, tolerance) in enumerate(self.metrics)]
 
     def make_estimator(self, random_state: int) -> Any:
