@@ -5,12 +5,14 @@ import sqlite3
 import numpy as np
 import pytest
 
+from lusbench.errors import UserError
 from lusbench.fileio import atomic_write_bytes, atomic_write_text
-from lusbench.results.store import RecordKey, ResultsStore
+from lusbench.results.store import OLD_RECORDS_TABLE, RecordKey, ResultsStore
 
 
 def _key(**changes) -> RecordKey:
-    fields = dict(dataset="synthetic-lus", model="unet", row="soft", seed=0, fold=1, task="", config_hash="c1", env_key="e1")
+    fields = dict(dataset="synthetic-lus", model="unet", row="soft", seed=0, fold=1, task="", train_key="t1",
+                  eval_key="e1")
     return RecordKey(**{**fields, **changes})
 
 
@@ -20,7 +22,7 @@ def test_records_round_trip_and_every_key_field_matters(tmp_path):
         got = store.get(_key())
         assert got["metrics"]["dice"][0] == 0.5 and np.isnan(got["metrics"]["dice"][1])
         for change in (dict(dataset="d2"), dict(model="fpn"), dict(row="weighted"), dict(seed=1), dict(fold=2),
-                       dict(task="sf-ratio"), dict(config_hash="c2"), dict(env_key="e2")):
+                       dict(task="sf-ratio"), dict(train_key="t2"), dict(eval_key="e2")):
             assert store.get(_key(**change)) is None, change
     # Reopening sees the committed record; the database is in WAL mode.
     with ResultsStore(tmp_path) as store:
@@ -37,6 +39,75 @@ def test_put_replaces_and_meta_round_trips(tmp_path):
         store.set_meta("last_run", {"rows": ["a"]})
         assert store.get_meta("last_run") == {"rows": ["a"]}
         assert store.get_meta("missing") is None
+
+
+def test_a_folds_evaluations_read_its_trained_folds_artifacts(tmp_path):
+    trained = _key(eval_key="")
+    with ResultsStore(tmp_path) as store:
+        store.save_arrays(trained, frames=np.arange(3))
+        for evaluation in (_key(), _key(eval_key="e2")):
+            assert store.artifact_path(evaluation, ".npz") == store.artifact_path(trained, ".npz")
+            assert np.array_equal(store.load_arrays(evaluation)["frames"], np.arange(3))
+        # Another trained fold (another training key, seed or row) has its own artifacts.
+        for other in (_key(train_key="t2"), _key(seed=1), _key(row="weighted")):
+            assert store.artifact_path(other, ".npz") != store.artifact_path(trained, ".npz")
+
+
+def test_latest_trained_is_the_most_recent_training_of_that_fold_under_any_key(tmp_path):
+    with ResultsStore(tmp_path) as store:
+        assert store.latest_trained("synthetic-lus", "unet", "soft", 0, 1) is None
+        store.put(_key(eval_key="", train_key="old"), {}, {}, {"dataset content": "a"})
+        store.put(_key(eval_key="", train_key="new"), {}, {}, {"dataset content": "b"})
+        store.put(_key(eval_key="e1", train_key="newer-but-an-evaluation"), {}, {}, {"eval threshold": 0.5})
+        store.put(_key(eval_key="", train_key="other-fold", fold=2), {}, {}, {})
+        prior = store.latest_trained("synthetic-lus", "unet", "soft", 0, 1)
+        assert prior.train_key == "new" and prior.parts == {"dataset content": "b"}
+        # Replacing a record makes it the most recent again.
+        store.put(_key(eval_key="", train_key="old"), {}, {}, {"dataset content": "a"})
+        assert store.latest_trained("synthetic-lus", "unet", "soft", 0, 1).train_key == "old"
+
+
+def _old_store(run_dir) -> None:
+    """A results store as lusbench wrote it before the training and evaluation keys were split (schema 1)."""
+    run_dir.mkdir()
+    with sqlite3.connect(run_dir / "results.sqlite") as conn:
+        conn.execute("""CREATE TABLE records (dataset TEXT NOT NULL, model TEXT NOT NULL, row TEXT NOT NULL,
+            seed INTEGER NOT NULL, fold INTEGER NOT NULL, task TEXT NOT NULL, config_hash TEXT NOT NULL,
+            env_key TEXT NOT NULL, environment TEXT NOT NULL, payload TEXT NOT NULL,
+            created REAL NOT NULL DEFAULT (julianday('now')),
+            PRIMARY KEY (dataset, model, row, seed, fold, task, config_hash, env_key))""")
+        conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        conn.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+        conn.execute("INSERT INTO meta VALUES ('last_run', ?)", (json.dumps({"config": {}, "cell_hash": "c"}),))
+        for fold in (0, 1):
+            conn.execute("INSERT INTO records (dataset, model, row, seed, fold, task, config_hash, env_key, environment,"
+                         " payload) VALUES ('synthetic-lus', 'unet', 'soft', 0, ?, '', 'c', 'e', '{}', '{}')", (fold,))
+
+
+def test_an_old_store_is_read_as_holding_nothing_reusable(tmp_path):
+    _old_store(tmp_path / "run")
+    # Reading it (leaderboard, report, check) is one line saying what to do, not a KeyError.
+    with pytest.raises(UserError, match=r"older lusbench \(results schema 1, this one reads 2\); rerun `lusbench run"):
+        ResultsStore(tmp_path / "run", readonly=True)
+    with ResultsStore(tmp_path / "run") as store:
+        assert store.set_aside == 2 and store.count() == 0
+        assert store.latest_trained("synthetic-lus", "unet", "soft", 0, 0) is None
+        store.put(_key(), {"v": 1}, {})
+    with ResultsStore(tmp_path / "run") as store:
+        assert store.set_aside == 0 and store.count() == 1
+    with ResultsStore(tmp_path / "run", readonly=True) as store:
+        assert store.get(_key()) == {"v": 1}
+    conn = sqlite3.connect(tmp_path / "run" / "results.sqlite")
+    assert conn.execute(f"SELECT COUNT(*) FROM {OLD_RECORDS_TABLE}").fetchone()[0] == 2
+
+
+def test_a_store_from_a_newer_lusbench_is_refused(tmp_path):
+    with ResultsStore(tmp_path) as store:
+        store.put(_key(), {"v": 1}, {})
+        store.set_meta("schema_version", 99)
+    for readonly in (True, False):
+        with pytest.raises(UserError, match="written by a newer lusbench"):
+            ResultsStore(tmp_path, readonly=readonly)
 
 
 def test_arrays_are_saved_atomically_and_load_back(tmp_path):

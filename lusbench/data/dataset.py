@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 import numpy as np
 
 DEFAULT_CLASSES: tuple[str, ...] = ("pleural_line", "a_lines", "b_lines", "consolidation", "effusion")
+
+#: The fields training reads: the images, the confidence its targets come from, and the patients that the folds
+#: and the validation split group by. The others (visits, zones, true and rater masks, clinical tables, frame
+#: info) only feed evaluation, so a change to them re-evaluates stored folds but retrains none.
+TRAINING_FIELDS: tuple[str, ...] = ("images", "confidence", "confidence_scale", "patient", "classes")
 
 
 @dataclass(eq=False)
@@ -62,6 +70,16 @@ class LUSDataset:
         """Confidence as float32 in [0, 1], shape ``(N, K, H, W)``."""
         return self.confidence.astype(np.float32) / np.float32(self.confidence_scale)
 
+    def content_hash(self, names: Sequence[str] | None = None) -> str:
+        """SHA-256 (16 hex digits) of the values, dtypes and shapes of the fields ``names`` (default: every field
+        but ``name``): the results store keys trained folds by the content, so a dataset replaced under the same
+        name is never mistaken for the old one. Hashes the raw array bytes: milliseconds for the presets' data."""
+        digest = hashlib.sha256()
+        for name in names if names is not None else [f.name for f in fields(self) if f.name != "name"]:
+            digest.update(name.encode())
+            _hash_value(digest, getattr(self, name))
+        return digest.hexdigest()[:16]
+
     def has_column(self, table: str, column: str) -> bool:
         """Whether clinical table ``visits`` or ``patients`` exists and has ``column``."""
         rows = getattr(self, table)
@@ -106,3 +124,17 @@ class LUSDataset:
         for col, arr in self.frame_info.items():
             if len(arr) != n:
                 raise ValueError(f"frame_info column '{col}' has {len(arr)} rows, expected {n}")
+
+
+def _hash_value(digest: Any, value: Any) -> None:
+    if isinstance(value, np.ndarray):
+        # dtype and shape first, so the same bytes read as another dtype or shape hash differently.
+        digest.update(f"{value.dtype.str}{value.shape}".encode())
+        digest.update(repr(value.tolist()).encode() if value.dtype.hasobject else np.ascontiguousarray(value).data)
+    elif isinstance(value, dict):
+        digest.update(f"dict{len(value)}".encode())
+        for key in sorted(value):
+            digest.update(str(key).encode())
+            _hash_value(digest, value[key])
+    else:  # None, the scale, the class names
+        digest.update(repr(value).encode())

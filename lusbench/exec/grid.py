@@ -1,5 +1,9 @@
-"""The grid of one run: strategies x seeds x folds trained, then the downstream tasks; each unit of work is a
-record in the results store, and a unit whose record exists is never recomputed (unless ``force``).
+"""The grid of one run: strategies x seeds x folds trained and evaluated, then the downstream tasks. Each unit
+of work is a record in the results store, and a unit whose record exists is never recomputed (unless ``force``).
+
+A trained fold and its evaluation are separate records under separate keys (:mod:`lusbench.results.keys`):
+evaluation is recomputed from the fold's stored 8-bit probabilities, so a change that only affects evaluation
+(the threshold, the metrics code) re-evaluates stored folds and retrains none.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import numpy as np
 from lusbench.data.confidence import binarize
 from lusbench.data.folds import patient_folds, patient_holdout
 from lusbench.evaluate.run_results import REFERENCE_EXPERT, REFERENCE_TRUE
-from lusbench.results.keys import RunKeys
+from lusbench.results.keys import RunKeys, describe_change
 from lusbench.results.store import RecordKey, ResultsStore
 from lusbench.train.checkpoints import save_checkpoint
 from lusbench.train.models import check_model
@@ -28,11 +32,11 @@ class Grid:
     """The work of one run; each method skips what the store already holds."""
 
     def __init__(self, plan: RunPlan, dataset: LUSDataset, builder: Any, strategies: list[Any], tasks: list[Any],
-                 train_config: Any, device: Any, environment: dict[str, Any], keys: RunKeys, store: ResultsStore,
-                 progress: Progress) -> None:
+                 train_config: Any, device: Any, environment: dict[str, Any], keys: RunKeys, parts: dict[str, Any],
+                 store: ResultsStore, progress: Progress) -> None:
         self.plan, self.dataset, self.builder, self.strategies, self.tasks = plan, dataset, builder, strategies, tasks
         self.train_config, self.device, self.environment, self.keys = train_config, device, environment, keys
-        self.store, self.progress = store, progress
+        self.parts, self.store, self.progress = parts, store, progress
         self.folds = {seed: patient_folds(dataset.patient, plan.folds, seed) for seed in plan.seeds}
 
     def _done(self, key: RecordKey, artifact: bool) -> bool:
@@ -43,40 +47,65 @@ class Grid:
         return not artifact or self.store.artifact_path(key, ".npz").exists()
 
     def run_cells(self) -> None:
-        todo = [
-            (strategy, seed, fold)
-            for seed in self.plan.seeds
-            for strategy in self.strategies
-            for fold in range(self.plan.folds)
-            if not self._done(self.keys.cell(strategy.name, seed, fold), artifact=True)
-        ]
-        total = len(self.strategies) * len(self.plan.seeds) * self.plan.folds
-        if len(todo) < total:
-            self.progress.note(f"reusing {total - len(todo)} of {total} trained folds from {self.store.run_dir}")
-        if not todo:
+        """Train the folds the store lacks, evaluating each as it is stored, then evaluate the stored folds that
+        lack an evaluation under this run's evaluation key."""
+        cells = [(strategy, seed, fold) for seed in self.plan.seeds for strategy in self.strategies
+                 for fold in range(self.plan.folds)]
+        todo = [c for c in cells if not self._done(self.keys.trained(c[0].name, c[1], c[2]), artifact=True)]
+        if len(todo) < len(cells):
+            self.progress.note(f"reusing {len(cells) - len(todo)} of {len(cells)} trained folds from {self.store.run_dir}")
+        self._explain_retraining(todo)
+        unevaluated = [c for c in cells if c not in todo and not self._done(self.keys.cell(c[0].name, c[1], c[2]),
+                                                                           artifact=False)]
+        if not todo and not unevaluated:
             return
         import torch
 
         from lusbench.train import engine as training
 
         images, confidence = training.dataset_tensors(self.dataset, self.device)
-        check_model(self.builder, images[:2], self.dataset.n_classes)
-        for strategy in dict.fromkeys(s for s, _, _ in todo):
-            check_strategy(strategy, confidence[:8])
         true_masks = None if self.dataset.true_masks is None else torch.from_numpy(self.dataset.true_masks).to(self.device)
-        with self.progress.task("training", total=len(todo) * self.train_config.epochs) as bar:
-            for i, (strategy, seed, fold) in enumerate(todo, 1):
-                label = f"[{i}/{len(todo)}] {strategy.name} seed {seed} fold {fold}"
-                started = time.perf_counter()
-                metrics = self._train_cell(strategy, seed, fold, images, confidence, true_masks, bar, label)
-                dice = float(np.nanmean(metrics["dice"])) if "dice" in metrics else float("nan")
-                self.progress.note(f"{label}: dice {dice:.3f}, {time.perf_counter() - started:.1f} s")
+        if todo:
+            check_model(self.builder, images[:2], self.dataset.n_classes)
+            for strategy in dict.fromkeys(s for s, _, _ in todo):
+                check_strategy(strategy, confidence[:8])
+            with self.progress.task("training", total=len(todo) * self.train_config.epochs) as bar:
+                for i, (strategy, seed, fold) in enumerate(todo, 1):
+                    label = f"[{i}/{len(todo)}] {strategy.name} seed {seed} fold {fold}"
+                    started = time.perf_counter()
+                    frames, probs = self._train_cell(strategy, seed, fold, images, confidence, bar, label)
+                    metrics = self._evaluate_cell(strategy.name, seed, fold, frames, probs, confidence, true_masks)
+                    dice = float(np.nanmean(metrics["dice"])) if "dice" in metrics else float("nan")
+                    self.progress.note(f"{label}: dice {dice:.3f}, {time.perf_counter() - started:.1f} s")
+        if unevaluated:
+            self.progress.note(f"evaluating {len(unevaluated)} stored folds from their out-of-fold probabilities")
+            for strategy, seed, fold in unevaluated:
+                arrays = self.store.load_arrays(self.keys.trained(strategy.name, seed, fold))
+                probs = torch.from_numpy(arrays["probs"]).to(self.device)
+                self._evaluate_cell(strategy.name, seed, fold, arrays["frames"], probs, confidence, true_masks)
 
-    def _train_cell(self, strategy: Any, seed: int, fold: int, images: Any, confidence: Any, true_masks: Any,
-                    bar: Any, label: str) -> dict[str, np.ndarray]:
+    def _explain_retraining(self, todo: list[tuple[Any, int, int]]) -> None:
+        """For folds trained before under another key, one notice per strategy and reason: which key part changed."""
+        if self.plan.force:
+            return
+        reasons: dict[tuple[str, str], int] = {}
+        for strategy, seed, fold in todo:
+            prior = self.store.latest_trained(self.keys.dataset, self.keys.model, strategy.name, seed, fold)
+            if prior is None:
+                continue
+            if prior.train_key == self.keys.train[strategy.name]:
+                why = "its stored predictions are missing"
+            else:
+                why = describe_change(prior.parts, self.parts["train"][strategy.name])
+            reasons[(strategy.name, why)] = reasons.get((strategy.name, why), 0) + 1
+        for (row, why), count in reasons.items():
+            self.progress.note(f"retraining {count} fold{'s' if count > 1 else ''} of {row}: {why}")
+
+    def _train_cell(self, strategy: Any, seed: int, fold: int, images: Any, confidence: Any, bar: Any,
+                    label: str) -> tuple[np.ndarray, Any]:
+        """Train and store one fold; returns its held-out frames and their stored (8-bit) probabilities."""
         import torch
 
-        from lusbench.evaluate.segmetrics import calibration_bins, frame_metrics
         from lusbench.train import engine as training
 
         test_idx = self.folds[seed][fold]
@@ -94,30 +123,40 @@ class Grid:
                                        seed=cell_seed, device=self.device, on_epoch=on_epoch)
         bar.update(completed=epochs_before + self.train_config.epochs)
         probs = training.predict_probs(trained.model, images, test_idx, self.train_config.batch_size)
-        conf = confidence[torch.as_tensor(test_idx, device=confidence.device)]
-        truth = None if true_masks is None else true_masks[torch.as_tensor(test_idx, device=true_masks.device)]
-        metrics = frame_metrics(probs, conf, truth, self.plan.eval_threshold, self.dataset.classes)
-        calibration = calibration_bins(probs, binarize(conf, self.plan.eval_threshold))
-        key = self.keys.cell(strategy.name, seed, fold)
-        # Probabilities are kept at 8 bits: features are always computed from the stored copy, so a
-        # resumed run and an uninterrupted one see the same numbers.
-        quantized = (probs * 255).round().to(torch.uint8).cpu().numpy()
-        self.store.save_arrays(key, frames=test_idx, probs=quantized, fit_frames=fit_idx, val_frames=val_idx)
+        key = self.keys.trained(strategy.name, seed, fold)
+        # Probabilities are kept at 8 bits, and every evaluation (metrics, features) reads the stored copy, so a
+        # fold evaluated as it is trained and one re-evaluated from the store give the same numbers.
+        quantized = (probs * 255).round().to(torch.uint8)
+        self.store.save_arrays(key, frames=test_idx, probs=quantized.cpu().numpy(), fit_frames=fit_idx, val_frames=val_idx)
         save_checkpoint(trained.model, self.store.artifact_path(key, ".pt"))
+        payload = {"frames": test_idx.tolist(), "best_epoch": trained.best_epoch, "history": trained.history}
+        self.store.put(key, payload, self.environment, self.parts["train"][strategy.name])
+        return test_idx, quantized
+
+    def _evaluate_cell(self, row: str, seed: int, fold: int, frames: np.ndarray, quantized: Any, confidence: Any,
+                       true_masks: Any) -> dict[str, np.ndarray]:
+        """Score one fold's stored 8-bit probabilities of ``frames`` and store the result under the evaluation key."""
+        import torch
+
+        from lusbench.evaluate.segmetrics import calibration_bins, frame_metrics
+
+        probs = quantized.float().div_(255.0)
+        index = torch.as_tensor(frames, device=confidence.device)
+        conf = confidence[index]
+        truth = None if true_masks is None else true_masks[index]
+        metrics = frame_metrics(probs, conf, truth, self.plan.eval_threshold, self.dataset.classes)
         payload = {
-            "frames": test_idx.tolist(),
+            "frames": np.asarray(frames).tolist(),
             "metrics": {name: values.tolist() for name, values in metrics.items()},
-            "calibration": calibration,
-            "best_epoch": trained.best_epoch,
-            "history": trained.history,
+            "calibration": calibration_bins(probs, binarize(conf, self.plan.eval_threshold)),
         }
-        self.store.put(key, payload, self.environment)
+        self.store.put(self.keys.cell(row, seed, fold), payload, self.environment, self.parts["evaluation"])
         return metrics
 
     def _oof_probs(self, row: str, seed: int) -> np.ndarray:
         out = np.zeros((self.dataset.n_frames, self.dataset.n_classes, *self.dataset.image_shape), dtype=np.float32)
         for fold in range(self.plan.folds):
-            arrays = self.store.load_arrays(self.keys.cell(row, seed, fold))
+            arrays = self.store.load_arrays(self.keys.trained(row, seed, fold))
             out[arrays["frames"]] = arrays["probs"].astype(np.float32) / 255.0
         return out
 
@@ -149,7 +188,8 @@ class Grid:
                 for task in missing:
                     started = time.perf_counter()
                     values = task.evaluate(features, self.dataset, seed)
-                    self.store.put(self.keys.task(row, seed, task.name), {"metrics": values}, self.environment)
+                    self.store.put(self.keys.task(row, seed, task.name), {"metrics": values}, self.environment,
+                                   self.parts["tasks"][task.name])
                     self.progress.note(f"task {task.name} on {row} seed {seed}: {time.perf_counter() - started:.1f} s")
 
     def _reference_segmentation(self) -> None:
@@ -168,6 +208,7 @@ class Grid:
         truth = torch.from_numpy(self.dataset.true_masks)
         metrics = frame_metrics(labels, confidence, truth, self.plan.eval_threshold, self.dataset.classes)
         kept = {name: values.tolist() for name, values in metrics.items() if name.startswith("true.")}
-        self.store.put(key, {"frames": list(range(self.dataset.n_frames)), "metrics": kept}, self.environment)
+        self.store.put(key, {"frames": list(range(self.dataset.n_frames)), "metrics": kept}, self.environment,
+                       self.parts["evaluation"])
 
 

@@ -5,12 +5,15 @@ Everything here is cheap and runs before any heavy work, so a typo fails in a se
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from lusbench.api.plugins import Plugins
-from lusbench.errors import UserError
+from lusbench.api.registry import FLAGS, Registry
+from lusbench.api.specs import parse_spec
+from lusbench.errors import PluginError, UserError
 
 
 @dataclass
@@ -33,26 +36,68 @@ class RunPlan:
     force: bool = False
 
 
-def resolve(plan: RunPlan, plugins: Plugins) -> tuple[list[Any], str | None, list[Any], Any]:
+class Made(NamedTuple):
+    """A plugin object and the factory that made it: the source of both is part of the record keys
+    (:func:`lusbench.results.keys.plugin_code`)."""
+
+    obj: Any
+    factory: Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """The run's plugin objects, resolved from the plan's specs."""
+
+    strategies: list[Made]
+    reference: str | None
+    tasks: list[Made]
+    model: Made
+
+
+def resolve(plan: RunPlan, plugins: Plugins) -> Resolved:
     """Check the flags and resolve every spec (the model last: it may import smp) before any heavy work,
-    so a typo fails in a second, not after training. Returns strategies, reference name, tasks, model."""
+    so a typo fails in a second, not after training."""
+    from lusbench.evaluate.tasks import DownstreamTask
+    from lusbench.train.models import ModelBuilder
+    from lusbench.train.strategy import LabelStrategy
+
     if not 0 < plan.eval_threshold <= 1:
         raise UserError(f"--eval-threshold must be in (0, 1], got {plan.eval_threshold}")
     if plan.folds < 2:
         raise UserError(f"--folds must be at least 2, got {plan.folds}")
-    strategies = [plugins.strategies.create(spec) for spec in plan.strategies]
-    names = [s.name for s in strategies]
+    strategies = [_make(plugins.strategies, spec, LabelStrategy) for spec in plan.strategies]
+    names = [s.obj.name for s in strategies]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise UserError(f"--strategy given twice: {', '.join(duplicates)}")
-    reference = plugins.strategies.create(plan.reference, label="--reference").name if plan.reference else None
+    reference = _make(plugins.strategies, plan.reference, LabelStrategy, "--reference").obj.name if plan.reference else None
     task_specs = plan.tasks if plan.tasks is not None else plugins.tasks.names()
-    tasks = [plugins.tasks.create(spec) for spec in task_specs]
+    tasks = [_make(plugins.tasks, spec, DownstreamTask) for spec in task_specs]
     owners: dict[str, str] = {}
-    for metric, task_name in [(m.name, t.name) for t in tasks for m in t.metric_defs()]:
+    for metric, task_name in [(m.name, t.obj.name) for t in tasks for m in t.obj.metric_defs()]:
         if metric in owners:
             raise UserError(f"--task {owners[metric]} and --task {task_name} both report '{metric}'")
         owners[metric] = task_name
-    return strategies, reference, tasks, plugins.models.create(plan.model)
+    return Resolved(strategies, reference, tasks, _make(plugins.models, plan.model, ModelBuilder))
 
 
+def _make(registry: Registry, spec: str, base: type, label: str | None = None) -> Made:
+    """Create ``spec``'s object; a PluginError naming the plugin if the object has no name of its own."""
+    obj = registry.create(spec, label)
+    entry = {e.name: e for e in registry.entries()}[parse_spec(spec).name]
+    if not _has_own_name(obj, base):
+        # Results are keyed and shown by name: two plugins inheriting the base class's name would share records.
+        raise PluginError(f"plugin '{entry.plugin}': {label or FLAGS[registry.kind]} '{spec}' made a "
+                          f"{type(obj).__name__} without a name of its own (name {getattr(obj, 'name', None)!r}; "
+                          f"{base.__name__}.name is only a default); set its name to its canonical spec, e.g. '{spec}'")
+    return Made(obj, entry.factory)
+
+
+def _has_own_name(obj: Any, base: type) -> bool:
+    """A non-empty string ``name``, set on the object or by a class below ``base`` (not inherited from it)."""
+    name = getattr(obj, "name", None)
+    if not isinstance(name, str) or not name.strip():
+        return False
+    if not isinstance(obj, base) or "name" in getattr(obj, "__dict__", {}):
+        return True
+    return any("name" in vars(cls) for cls in type(obj).__mro__ if cls is not base and issubclass(cls, base))

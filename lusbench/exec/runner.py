@@ -1,8 +1,9 @@
 """The runner: strategies x seeds x folds -> out-of-fold predictions -> metrics -> tasks -> leaderboard.
 
-Every unit of work (one trained fold, one task evaluation) is a record in the run directory's
-:class:`~lusbench.results.store.ResultsStore`; a unit whose record exists is never recomputed (unless
-``force``), so an interrupted run resumes where it stopped and adding a strategy trains only it.
+Every unit of work (one trained fold, one fold's evaluation, one task evaluation) is a record in the run
+directory's :class:`~lusbench.results.store.ResultsStore` under the keys of :mod:`lusbench.results.keys`; a
+unit whose record exists is never recomputed (unless ``force``), so an interrupted run resumes where it
+stopped, adding a strategy trains only it, and a change that only evaluation sees retrains nothing.
 """
 
 from __future__ import annotations
@@ -12,14 +13,29 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lusbench.api.plugins import Plugins
+from lusbench.data.dataset import TRAINING_FIELDS
 from lusbench.data.folds import patient_folds
 from lusbench.errors import UserError
 from lusbench.evaluate.metricdefs import MetricDef
 from lusbench.evaluate.run_results import REFERENCE_EXPERT, REFERENCE_TRUE
 from lusbench.exec.grid import Grid
-from lusbench.exec.plan import RunPlan, resolve
+from lusbench.exec.plan import Made, Resolved, RunPlan, resolve
 from lusbench.results.collect import collect_results
-from lusbench.results.keys import MANIFEST, RunKeys, environment_info, short_hash
+from lusbench.results.keys import (
+    MANIFEST,
+    TRAINING_CODE,
+    RunKeys,
+    environment_info,
+    evaluation_parts,
+    lusbench_code,
+    plugin_code,
+    plugin_identity,
+    reference_parts,
+    runtime_parts,
+    short_hash,
+    task_parts,
+    training_parts,
+)
 from lusbench.results.store import ResultsStore
 
 if TYPE_CHECKING:
@@ -41,8 +57,9 @@ def run(plan: RunPlan, plugins: Plugins, progress: Progress) -> dict[str, Any]:
 
 
 def _run(plan: RunPlan, plugins: Plugins, progress: Progress) -> dict[str, Any]:
-    strategies, reference, tasks, builder = resolve(plan, plugins)
-    names = [s.name for s in strategies]
+    resolved = resolve(plan, plugins)
+    strategies = [s.obj for s in resolved.strategies]
+    builder = resolved.model.obj
     dataset = plugins.datasets.create(plan.dataset)
     height, width = dataset.image_shape
     progress.note(f"dataset {dataset.name}: {dataset.n_frames} frames of {height}x{width}, "
@@ -52,10 +69,10 @@ def _run(plan: RunPlan, plugins: Plugins, progress: Progress) -> dict[str, Any]:
     except ValueError as exc:
         raise UserError(f"--folds {plan.folds}: {exc}") from None
     runnable = []
-    for task in tasks:
-        reason = task.skip_reason(dataset)
+    for task in resolved.tasks:
+        reason = task.obj.skip_reason(dataset)
         if reason:
-            progress.note(f"task {task.name} skipped: {reason}")
+            progress.note(f"task {task.obj.name} skipped: {reason}")
         else:
             runnable.append(task)
 
@@ -67,7 +84,8 @@ def _run(plan: RunPlan, plugins: Plugins, progress: Progress) -> dict[str, Any]:
         raise UserError(f"training settings: {exc}") from None
     device = training.resolve_device(plan.device)
     environment = environment_info(device, plugins)
-    env_key = short_hash({k: environment[k] for k in ("lusbench", "torch", "device", "code")})
+    # What the leaderboard describes, for `check` to compare like with like; the store's reuse is decided by
+    # the record keys below, not by this hash.
     cell_config = {
         "dataset": dataset.name,
         "model": builder.name,
@@ -76,32 +94,35 @@ def _run(plan: RunPlan, plugins: Plugins, progress: Progress) -> dict[str, Any]:
         "val_fraction": plan.val_fraction,
         "train": train_config.to_json(),
     }
-    cell_hash = short_hash(cell_config)
+    task_names = [t.obj.name for t in runnable]
     config = {
         **cell_config,
         "preset": plan.preset,
         "seeds": plan.seeds,
-        "tasks": [t.name for t in runnable],
-        "config_hash": short_hash({"cell": cell_hash, "seeds": plan.seeds, "tasks": [t.name for t in runnable]}),
+        "tasks": task_names,
+        "config_hash": short_hash({"cell": short_hash(cell_config), "seeds": plan.seeds, "tasks": task_names}),
     }
-    rows = names + [REFERENCE_EXPERT] + ([REFERENCE_TRUE] if dataset.true_masks is not None else [])
+    rows = [s.name for s in strategies] + [REFERENCE_EXPERT] + ([REFERENCE_TRUE] if dataset.true_masks is not None else [])
+    keys = _record_keys(plan, dataset, resolved, runnable, train_config, device)
     manifest = {
         "config": config,
         "environment": environment,
-        "cell_hash": cell_hash,
-        "env_key": env_key,
+        "keys": keys,
         "rows": rows,
         "references": [REFERENCE_EXPERT, REFERENCE_TRUE],
-        "reference_strategy": reference,
+        "reference_strategy": resolved.reference,
         "frame_patient": dataset.patient.tolist(),
         "classes": list(dataset.classes),
-        "metric_defs": [m.to_json() for m in _metric_defs(dataset, runnable)],
+        "metric_defs": [m.to_json() for m in _metric_defs(dataset, [t.obj for t in runnable])],
     }
     with ResultsStore(plan.run_dir) as store:
+        if store.set_aside:
+            progress.note(f"{store.run_dir}: {store.set_aside} records of an older lusbench (results schema 1) are not "
+                          "reused: their keys cannot tell stale results from valid ones")
         plugins.notify("run_started", config=config, run_dir=plan.run_dir)
         store.set_meta(MANIFEST, manifest)
-        grid = Grid(plan, dataset, builder, strategies, runnable, train_config, device, environment, RunKeys.of(manifest),
-                     store, progress)
+        grid = Grid(plan, dataset, builder, strategies, [t.obj for t in runnable], train_config, device, environment,
+                    RunKeys.of(manifest), keys["parts"], store, progress)
         grid.run_cells()
         grid.run_tasks()
         results = collect_results(store, manifest)
@@ -113,6 +134,29 @@ def _run(plan: RunPlan, plugins: Plugins, progress: Progress) -> dict[str, Any]:
     write_leaderboard(doc, plan.run_dir / LEADERBOARD_FILE)
     plugins.notify("run_finished", leaderboard=doc, run_dir=plan.run_dir)
     return doc
+
+
+def _record_keys(plan: RunPlan, dataset: LUSDataset, resolved: Resolved, tasks: list[Made], train_config: Any,
+                 device: Any) -> dict[str, Any]:
+    """The manifest's ``keys``: a training key per row, the evaluation key, a key per task, and under ``parts``
+    what each was hashed from (stored with every record, so a retrained fold can say what changed)."""
+    code = lusbench_code(TRAINING_CODE)
+    data, data_code = dataset.content_hash(TRAINING_FIELDS), plugin_code(dataset)
+    model = plugin_identity(resolved.model.obj, resolved.model.factory)
+    settings = {**train_config.to_json(), "folds": plan.folds, "val_fraction": plan.val_fraction}
+    runtime = runtime_parts(device, train_config.amp)
+    train = {s.obj.name: training_parts(data, data_code, model, plugin_identity(s.obj, s.factory), settings, runtime,
+                                        code) for s in resolved.strategies}
+    train.update({row: reference_parts(row, code) for row in (REFERENCE_EXPERT, REFERENCE_TRUE)})
+    evaluation = evaluation_parts(dataset, data_code, plan.eval_threshold)
+    evaluation_key = short_hash(evaluation)
+    task_keys = {t.obj.name: task_parts(evaluation_key, plugin_identity(t.obj, t.factory)) for t in tasks}
+    return {
+        "train": {row: short_hash(parts) for row, parts in train.items()},
+        "evaluation": evaluation_key,
+        "tasks": {name: short_hash(parts) for name, parts in task_keys.items()},
+        "parts": {"train": train, "evaluation": evaluation, "tasks": task_keys},
+    }
 
 
 def _metric_defs(dataset: LUSDataset, tasks: list[Any]) -> list[MetricDef]:

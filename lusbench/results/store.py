@@ -1,10 +1,18 @@
 """The results store: one SQLite database per run directory, one record per finished unit of work.
 
-A record is keyed by (dataset, model, row, seed, fold, task, config hash, environment key):
-``task`` is ``""`` for a segmentation cell (one trained model, one fold) and ``fold`` is ``-1`` for a
-downstream-task record. Large arrays (out-of-fold probabilities, checkpoints) live beside the
-database as files written atomically *before* their record is committed, so a record that exists
-always points at a complete artifact, and an interrupted run loses only the unit it was working on.
+A record is keyed by (dataset, model, row, seed, fold, task, training key, evaluation key)
+(:mod:`lusbench.results.keys` says what the two keys hash):
+
+- a **trained fold** has ``task == ""`` and ``eval_key == ""``; its artifacts (out-of-fold probabilities,
+  checkpoint) live beside the database as files written atomically *before* the record is committed, so a
+  record that exists always points at a complete artifact, and an interrupted run loses only the unit it was
+  working on;
+- a fold's **evaluation** (frame metrics, calibration) has the same fields plus its ``eval_key``; it has no
+  artifacts of its own and reads its trained fold's (:meth:`RecordKey.artifact_id`);
+- a **downstream-task** record has ``fold == -1`` and its task's name.
+
+Every record also stores the parts its keys were hashed from, so a run that retrains a fold can say which
+part changed since the fold was last trained (:meth:`ResultsStore.latest_trained`).
 """
 
 from __future__ import annotations
@@ -22,8 +30,12 @@ from lusbench.fileio import atomic_write_npz
 if TYPE_CHECKING:
     import numpy as np
 
-SCHEMA_VERSION = 1
+# 2: separate training and evaluation keys, and the key parts stored with each record. A schema-1 store's keys
+# cannot tell a stale fold from a valid one (they hold neither the data content nor the code that trained it),
+# so its records are set aside, never reused.
+SCHEMA_VERSION = 2
 DB_NAME = "results.sqlite"
+OLD_RECORDS_TABLE = "records_schema1"
 
 
 @dataclass(frozen=True)
@@ -34,48 +46,91 @@ class RecordKey:
     seed: int
     fold: int
     task: str
-    config_hash: str
-    env_key: str
+    train_key: str
+    eval_key: str
 
-    def digest(self) -> str:
-        """A short stable id, used to name the record's artifact files."""
-        text = json.dumps(asdict(self), sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:20]
+    def artifact_id(self) -> str:
+        """A short stable id naming the artifact files of the trained fold this key belongs to: the same for the
+        trained fold and for each of its evaluations, which are computed from those artifacts."""
+        trained = {**asdict(self), "task": "", "eval_key": ""}
+        return hashlib.sha256(json.dumps(trained, sort_keys=True).encode()).hexdigest()[:20]
+
+
+@dataclass(frozen=True)
+class PriorTraining:
+    """The most recent trained fold of a (dataset, model, row, seed, fold), whatever its key."""
+
+    train_key: str
+    parts: dict[str, Any]
 
 
 class ResultsStore:
-    """Records of one run directory (``<run_dir>/results.sqlite`` plus ``<run_dir>/artifacts/``)."""
+    """Records of one run directory (``<run_dir>/results.sqlite`` plus ``<run_dir>/artifacts/``).
+
+    ``set_aside`` counts the records of an older store (schema 1) that opening it moved out of the way; they are
+    kept in table ``records_schema1`` for inspection and never reused.
+    """
 
     def __init__(self, run_dir: Path, readonly: bool = False) -> None:
-        """Open (creating it unless ``readonly``) the store of ``run_dir``; UserError if it is not a store."""
+        """Open (creating it unless ``readonly``) the store of ``run_dir``; UserError if it is not a store this
+        lusbench can read."""
         self.run_dir = Path(run_dir)
         self.artifact_dir = self.run_dir / "artifacts"
+        self.set_aside = 0
+        path = self.run_dir / DB_NAME
         try:
             if readonly:
                 # Read-only: works on a read-only mount (a CI artifact) and never changes the run directory.
-                self._db = sqlite3.connect(f"{(self.run_dir / DB_NAME).resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+                self._db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
                 self._db.execute("SELECT COUNT(*) FROM records")
+                version = self._schema_version()
+                if version != SCHEMA_VERSION:
+                    self._db.close()
+                    raise UserError(self._version_message(version) + f"; rerun `lusbench run --out {self.run_dir}`")
                 return
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.artifact_dir.mkdir(exist_ok=True)
-            self._db = sqlite3.connect(self.run_dir / DB_NAME, timeout=30)
+            self._db = sqlite3.connect(path, timeout=30)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._create_schema()
         except sqlite3.DatabaseError as exc:
-            raise UserError(f"{self.run_dir / DB_NAME} is not a readable lusbench results store: {exc}") from None
+            raise UserError(f"{path} is not a readable lusbench results store: {exc}") from None
+
+    def _schema_version(self) -> int | None:
+        """The stored schema version; None for a database without lusbench's meta table."""
+        has_meta = self._db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
+        if not has_meta:
+            return None
+        row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        return None if row is None else int(row[0])
+
+    def _version_message(self, version: int | None) -> str:
+        newer = version is not None and version > SCHEMA_VERSION
+        return (f"{self.run_dir / DB_NAME} was written by a{' newer' if newer else 'n older'} lusbench "
+                f"(results schema {version}, this one reads {SCHEMA_VERSION})")
 
     def _create_schema(self) -> None:
         self._db.execute("PRAGMA synchronous=NORMAL")
+        has_records = self._db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='records'").fetchone()
+        version = self._schema_version() if has_records else SCHEMA_VERSION
+        if version is not None and version > SCHEMA_VERSION:
+            self._db.close()
+            raise UserError(self._version_message(version) + "; upgrade lusbench or use another --out")
         with self._db:
+            if version != SCHEMA_VERSION:
+                # Keys of schema 1 (or of a store without a version) hold too little to trust their records.
+                self.set_aside = int(self._db.execute("SELECT COUNT(*) FROM records").fetchone()[0])
+                self._db.execute(f"ALTER TABLE records RENAME TO {OLD_RECORDS_TABLE}")
             self._db.execute(
                 """CREATE TABLE IF NOT EXISTS records (
                     dataset TEXT NOT NULL, model TEXT NOT NULL, row TEXT NOT NULL, seed INTEGER NOT NULL,
-                    fold INTEGER NOT NULL, task TEXT NOT NULL, config_hash TEXT NOT NULL, env_key TEXT NOT NULL,
-                    environment TEXT NOT NULL, payload TEXT NOT NULL, created REAL NOT NULL DEFAULT (julianday('now')),
-                    PRIMARY KEY (dataset, model, row, seed, fold, task, config_hash, env_key))"""
+                    fold INTEGER NOT NULL, task TEXT NOT NULL, train_key TEXT NOT NULL, eval_key TEXT NOT NULL,
+                    parts TEXT NOT NULL, environment TEXT NOT NULL, payload TEXT NOT NULL,
+                    created REAL NOT NULL DEFAULT (julianday('now')),
+                    PRIMARY KEY (dataset, model, row, seed, fold, task, train_key, eval_key))"""
             )
             self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
     def close(self) -> None:
         self._db.close()
@@ -92,19 +147,31 @@ class ResultsStore:
         """The payload of a finished record, or None."""
         row = self._db.execute(
             "SELECT payload FROM records WHERE dataset=? AND model=? AND row=? AND seed=? AND fold=? AND task=?"
-            " AND config_hash=? AND env_key=?",
+            " AND train_key=? AND eval_key=?",
             tuple(asdict(key).values()),
         ).fetchone()
         return None if row is None else json.loads(row[0])
 
-    def put(self, key: RecordKey, payload: dict[str, Any], environment: dict[str, Any]) -> None:
-        """Commit a finished record (after its artifacts are written), replacing any older one."""
+    def put(self, key: RecordKey, payload: dict[str, Any], environment: dict[str, Any],
+            parts: dict[str, Any] | None = None) -> None:
+        """Commit a finished record (after its artifacts are written), replacing any older one; ``parts`` are
+        what its key was hashed from."""
         with self._db:
             self._db.execute(
-                "INSERT OR REPLACE INTO records (dataset, model, row, seed, fold, task, config_hash, env_key,"
-                " environment, payload) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (*asdict(key).values(), json.dumps(environment, sort_keys=True), json.dumps(payload)),
+                "INSERT OR REPLACE INTO records (dataset, model, row, seed, fold, task, train_key, eval_key,"
+                " parts, environment, payload) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (*asdict(key).values(), json.dumps(parts or {}, sort_keys=True), json.dumps(environment, sort_keys=True),
+                 json.dumps(payload)),
             )
+
+    def latest_trained(self, dataset: str, model: str, row: str, seed: int, fold: int) -> PriorTraining | None:
+        """The most recently committed trained fold of ``row`` at ``seed`` and ``fold``, under any training key."""
+        found = self._db.execute(
+            "SELECT train_key, parts FROM records WHERE dataset=? AND model=? AND row=? AND seed=? AND fold=?"
+            " AND task='' AND eval_key='' ORDER BY created DESC, rowid DESC LIMIT 1",
+            (dataset, model, row, seed, fold),
+        ).fetchone()
+        return None if found is None else PriorTraining(found[0], json.loads(found[1]))
 
     def count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM records").fetchone()[0])
@@ -112,7 +179,7 @@ class ResultsStore:
     # -- artifacts -------------------------------------------------------------------------------
 
     def artifact_path(self, key: RecordKey, suffix: str) -> Path:
-        return self.artifact_dir / f"{key.digest()}{suffix}"
+        return self.artifact_dir / f"{key.artifact_id()}{suffix}"
 
     def save_arrays(self, key: RecordKey, **arrays: np.ndarray) -> Path:
         path = self.artifact_path(key, ".npz")

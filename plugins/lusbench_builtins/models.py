@@ -56,6 +56,8 @@ class SmpModel(ModelBuilder):
     """A configured smp architecture; :meth:`build` makes a fresh, randomly initialised network."""
 
     def __init__(self, arch: str, encoder: str, depth: int, decoder: tuple[int, ...], weights: Path | None) -> None:
+        # ``weights`` stays a Path: the results store keys a trained fold by the bytes of every file a model names
+        # by a Path attribute (lusbench.results.keys.input_files), so a file rewritten at the same path retrains.
         self.arch, self.encoder, self.depth, self.decoder, self.weights = arch, encoder, depth, decoder, weights
         parts = [encoder]
         if depth != DEFAULT_DEPTH:
