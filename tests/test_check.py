@@ -131,7 +131,7 @@ def test_cannot_compare_other_configuration_or_schema(doc):
     with pytest.raises(CannotCompareError, match="config_hash 'abc123' != 'other', listed keys equal"):
         compare(doc, hidden)
     schema = copy.deepcopy(doc)
-    schema["schema"] = "lusbench.leaderboard/2"
+    schema["schema"] = "lusbench.leaderboard/3"
     with pytest.raises(CannotCompareError, match="schema"):
         compare(doc, schema)
     flipped = copy.deepcopy(doc)

@@ -40,7 +40,7 @@ def cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
 
 
 def test_document_has_the_design_schema(doc):
-    assert doc["schema"] == SCHEMA == "lusbench.leaderboard/1"
+    assert doc["schema"] == SCHEMA == "lusbench.leaderboard/2"
     assert doc["config"]["config_hash"] == "abc123" and doc["environment"]["device"] == "cpu"
     assert [m["name"] for m in doc["metrics"]] == [d.name for d in METRIC_DEFS]
     assert {m["name"]: m["unit"] for m in doc["metrics"]}["sf_ratio.mae"] == "seed_repeat"

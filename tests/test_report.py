@@ -18,7 +18,8 @@ from test_stats import make_results
 
 from lusbench.results.document import write_leaderboard
 from lusbench.results.leaderboard import build_leaderboard
-from lusbench.results.report import render_html, threshold_of, write_report
+from lusbench.results.report import render_html, sweep_families, write_report
+from lusbench_builtins.strategies import threshold
 
 DATA_URI = "data:image/png;base64,"
 
@@ -65,9 +66,15 @@ def images(html: str) -> list[np.ndarray]:
     return out
 
 
+def with_sweeps(results):
+    """What the runner records for strategies that declare a sweep parameter (threshold:t)."""
+    results.sweeps = {row: threshold(row.partition(":")[2]).sweep() for row in results.rows if row.startswith("threshold:")}
+    return results
+
+
 @pytest.fixture(scope="module")
 def doc() -> dict:
-    return build_leaderboard(make_results())
+    return build_leaderboard(with_sweeps(make_results()))
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +84,7 @@ def html(doc) -> str:
 
 def small_doc(strategies: tuple[str, ...] = ("threshold:0.5", "threshold:0.6")) -> dict:
     """Few rows and metrics: every figure still appears, but renders fast (for the subprocess tests)."""
-    results = make_results(strategies=strategies)
+    results = with_sweeps(make_results(strategies=strategies))
     keep = ("dice", "dice.b_lines", "dice.effusion", "sf_ratio.mae")
     results.metric_defs = [d for d in results.metric_defs if d.name in keep]
     return build_leaderboard(results)
@@ -99,7 +106,7 @@ def test_report_is_self_contained(html):
 
 
 def test_report_has_sections_and_tables(html, doc):
-    for title in ("Metrics against the binarization threshold", "Per-class Dice", "Reliability diagram",
+    for title in ("Metrics against threshold:t", "Per-class Dice", "Reliability diagram",
                   "Downstream clinical tasks", "All metrics", "Configuration", "Environment"):
         assert f"<h2>{title}</h2>" in html or f"<h3>{title}</h3>" in html
     assert html.count("<table>") >= 5
@@ -120,19 +127,24 @@ def test_missing_parts_become_notes_not_errors():
     results.calibration.clear()
     results.metric_defs = [d for d in results.metric_defs if not d.name.startswith("dice.")]
     html = render_html(build_leaderboard(results))
-    assert "No threshold:t strategies in this run." in html
+    assert "No swept strategy family in this run" in html
     assert "No per-class Dice metrics in this run." in html
     assert "No calibration bins in this run." in html
     assert len(images(html)) == 1  # downstream tasks only
 
 
-def test_threshold_parsing():
-    assert threshold_of("threshold:0.6") == 0.6
-    assert threshold_of("threshold:1") == 1.0
-    assert threshold_of("threshold") is None
-    assert threshold_of("threshold:0.6,0.8") is None
-    assert threshold_of("soft") is None
-    assert threshold_of("mythreshold:0.6") is None
+def test_sweep_families_come_from_what_strategies_declare():
+    def row(strategy, sweep=None, reference=False):
+        return {"strategy": strategy, "reference": reference, "metrics": {}, **({"sweep": sweep} if sweep else {})}
+
+    doc = {"rows": [row("threshold:0.8", {"family": "threshold", "parameter": "t", "value": 0.8}),
+                    row("threshold:0.5", {"family": "threshold", "parameter": "t", "value": 0.5}),
+                    row("weighted", {"family": "weighted", "parameter": "floor", "value": 0.1}),
+                    row("mythreshold:0.6"), row("reference:true-masks", reference=True)]}
+    families = sweep_families(doc)
+    # A family of one setting is no curve; a spec that merely looks like threshold:t is not parsed.
+    assert list(families) == ["threshold:t"]
+    assert [(t, r["strategy"]) for t, r in families["threshold:t"]] == [(0.5, "threshold:0.5"), (0.8, "threshold:0.8")]
 
 
 def test_write_report_is_atomic(tmp_path):

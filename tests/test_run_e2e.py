@@ -41,7 +41,7 @@ def _trained(proc) -> list[str]:
 
 def test_run_writes_the_leaderboard_of_design_section_5(tmp_path):
     doc, proc = _run(tmp_path, "a", "threshold:0.5", "threshold:0.6", "soft", "weighted")
-    assert doc["schema"] == "lusbench.leaderboard/1"
+    assert doc["schema"] == "lusbench.leaderboard/2"
     assert set(doc["config"]) >= {"dataset", "model", "preset", "seeds", "folds", "eval_threshold", "config_hash"}
     assert set(doc["environment"]) >= {"lusbench", "torch", "device", "platform"}
     strategies = [r["strategy"] for r in doc["rows"] if not r["reference"]]

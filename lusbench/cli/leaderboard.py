@@ -18,6 +18,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=DEFAULT_RUN_DIR, metavar="DIR", help="run directory (default: %(default)s)")
     p.add_argument("--format", choices=FORMATS, default="table", help="output format (default: %(default)s)")
     p.add_argument("--reference", metavar="SPEC", help="strategy the others are compared with (default: the run's)")
+    p.add_argument("--primary-metric", metavar="NAME", help="the metric shown first and ranked by (default: the run's)")
+    p.add_argument("--folds", action="store_true",
+                   help="show how every fold trained instead: best epoch, epochs run, why it stopped, degenerate classes")
     p.add_argument("--metrics", metavar="LIST",
                    help="comma-separated metric columns for table/markdown/csv, or 'all' (default: main metrics)")
     p.set_defaults(func=run)
@@ -27,7 +30,12 @@ def run(args: argparse.Namespace) -> int:
     from lusbench.results.leaderboard import load_run_leaderboard
     from lusbench.results.render import render, select_columns, stdout_console, table_renderable
 
-    doc = load_run_leaderboard(args.out, args.reference)
+    doc = load_run_leaderboard(args.out, args.reference, args.primary_metric)
+    if args.folds:
+        from lusbench.results.render import folds_table
+
+        stdout_console().print(folds_table(doc))
+        return 0
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     select_columns(doc, metrics)  # unknown metric names fail here, before any output
     if args.format == "table":

@@ -46,6 +46,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                           help="share of each fold's training patients held out for early stopping, in [0, 0.9]; "
                                "0: no validation split and no early stopping")
     p.add_argument("--eval-threshold", type=float, metavar="T", help="confidence at which labels are binarized (default 0.5)")
+    p.add_argument("--primary-metric", metavar="NAME",
+                   help="the metric the run is judged by (default: one no strategy trains on: true.dice with true "
+                        "masks, rater.dice with raters, else soft_dice)")
     p.add_argument("--reference", metavar="SPEC", default="threshold:0.5",
                    help="strategy every row is compared with, paired (default: threshold:0.5); 'none' to skip")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="training device (default: auto)")
@@ -149,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
         run_dir=args.out,
         reference=None if args.reference.lower() == "none" else args.reference,
         force=args.force,
+        primary_metric=args.primary_metric,
     )
     doc = run_plan(plan, plugins, Progress(quiet=args.quiet))
 

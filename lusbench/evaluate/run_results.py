@@ -87,6 +87,10 @@ class RunResults:
       ``{"bin_edges": [...], "count": [...], "mean_prob": [...], "frac_positive": [...]}``.
     - ``rows``: row names in display order; ``references``: the subset that are reference rows.
     - ``reference_strategy``: the strategy every other row is compared with (paired, same seeds/folds).
+    - ``primary_metric``: the metric the run is judged by, one no strategy trains on.
+    - ``sweeps[row]``: ``{"family", "parameter", "value"}`` for strategies that declare a sweep parameter.
+    - ``trained_folds[(row, seed, fold)]``: how each fold trained: ``best_epoch`` (0-based, the kept weights),
+      ``epochs_run``, ``stop_reason`` and ``degenerate`` (classes the model learned nothing for).
     """
 
     config: dict[str, Any]
@@ -103,6 +107,9 @@ class RunResults:
     task_predictions: dict[tuple[str, int], dict[str, TaskPredictions]] = field(default_factory=dict)
     task_metrics: dict[str, TaskMetric] = field(default_factory=dict)
     calibration: dict[tuple[str, int], dict[str, list[float]]] = field(default_factory=dict)
+    primary_metric: str | None = None
+    sweeps: dict[str, dict[str, Any]] = field(default_factory=dict)
+    trained_folds: dict[tuple[str, int, int], dict[str, Any]] = field(default_factory=dict)
 
 
 def pool_calibration(parts: list[dict[str, list[float]]]) -> dict[str, list[float]]:

@@ -15,6 +15,7 @@ import numpy as np
 
 from lusbench.data.confidence import binarize
 from lusbench.data.folds import patient_folds, patient_holdout
+from lusbench.errors import TrainingDiverged
 from lusbench.evaluate.run_results import REFERENCE_EXPERT, REFERENCE_TRUE
 from lusbench.results.keys import RunKeys, describe_change
 from lusbench.results.store import RecordKey, ResultsStore
@@ -63,8 +64,9 @@ class Grid:
 
         from lusbench.train import engine as training
 
-        images, confidence = training.dataset_tensors(self.dataset, self.device)
+        images, confidence = training.dataset_tensors(self.dataset, self.device, self.train_config.normalize)
         true_masks = None if self.dataset.true_masks is None else torch.from_numpy(self.dataset.true_masks).to(self.device)
+        raters = None if self.dataset.rater_masks is None else torch.from_numpy(self.dataset.rater_masks).to(self.device)
         if todo:
             check_model(self.builder, images[:2], self.dataset.n_classes)
             for strategy in dict.fromkeys(s for s, _, _ in todo):
@@ -74,7 +76,7 @@ class Grid:
                     label = f"[{i}/{len(todo)}] {strategy.name} seed {seed} fold {fold}"
                     started = time.perf_counter()
                     frames, probs = self._train_cell(strategy, seed, fold, images, confidence, bar, label)
-                    metrics = self._evaluate_cell(strategy.name, seed, fold, frames, probs, confidence, true_masks)
+                    metrics = self._evaluate_cell(strategy.name, seed, fold, frames, probs, confidence, true_masks, raters)
                     dice = float(np.nanmean(metrics["dice"])) if "dice" in metrics else float("nan")
                     self.progress.note(f"{label}: dice {dice:.3f}, {time.perf_counter() - started:.1f} s")
         if unevaluated:
@@ -82,7 +84,7 @@ class Grid:
             for strategy, seed, fold in unevaluated:
                 arrays = self.store.load_arrays(self.keys.trained(strategy.name, seed, fold))
                 probs = torch.from_numpy(arrays["probs"]).to(self.device)
-                self._evaluate_cell(strategy.name, seed, fold, arrays["frames"], probs, confidence, true_masks)
+                self._evaluate_cell(strategy.name, seed, fold, arrays["frames"], probs, confidence, true_masks, raters)
 
     def _explain_retraining(self, todo: list[tuple[Any, int, int]]) -> None:
         """For folds trained before under another key, one notice per strategy and reason: which key part changed."""
@@ -119,22 +121,39 @@ class Grid:
         def on_epoch(epoch: int, stats: dict[str, float]) -> None:
             bar.update(completed=epochs_before + epoch + 1, description=f"{label} epoch {epoch + 1}")
 
-        trained = training.train_model(self.builder, strategy, images, confidence, fit_idx, val_idx, self.train_config,
-                                       seed=cell_seed, device=self.device, on_epoch=on_epoch)
+        try:
+            trained = training.train_model(self.builder, strategy, images, confidence, fit_idx, val_idx,
+                                           self.train_config, seed=cell_seed, device=self.device, on_epoch=on_epoch,
+                                           val_patients=len(np.unique(self.dataset.patient[val_idx])))
+        except TrainingDiverged as exc:
+            # One line naming strategy, seed and fold; the folds finished before it are kept.
+            raise TrainingDiverged(f"{label}: {exc}") from None
+        if trained.stop_reason == training.STOP_NO_VALIDATION and self.train_config.patience is not None:
+            self.progress.note(f"{label}: validation split of {len(val_idx)} frames is too small to judge epochs; early "
+                               "stopping is off for this fold and its last epoch is kept")
         bar.update(completed=epochs_before + self.train_config.epochs)
-        probs = training.predict_probs(trained.model, images, test_idx, self.train_config.batch_size)
+        try:
+            probs = training.predict_probs(trained.model, images, test_idx, self.train_config.batch_size)
+        except TrainingDiverged as exc:
+            raise TrainingDiverged(f"{label}: {exc}") from None
         key = self.keys.trained(strategy.name, seed, fold)
         # Probabilities are kept at 8 bits, and every evaluation (metrics, features) reads the stored copy, so a
         # fold evaluated as it is trained and one re-evaluated from the store give the same numbers.
         quantized = (probs * 255).round().to(torch.uint8)
         self.store.save_arrays(key, frames=test_idx, probs=quantized.cpu().numpy(), fit_frames=fit_idx, val_frames=val_idx)
         save_checkpoint(trained.model, self.store.artifact_path(key, ".pt"))
-        payload = {"frames": test_idx.tolist(), "best_epoch": trained.best_epoch, "history": trained.history}
+        payload = {"frames": test_idx.tolist(), "best_epoch": trained.best_epoch, "stop_reason": trained.stop_reason,
+                   "epochs_run": len(trained.history), "history": trained.history,
+                   "degenerate": degenerate_classes(probs, confidence[torch.as_tensor(test_idx, device=confidence.device)],
+                                                    self.dataset.classes)}
+        if payload["degenerate"]:
+            self.progress.note(f"{label}: WARNING: the model learned nothing for {', '.join(payload['degenerate'])} "
+                               "(empty or everywhere-positive predictions on every held-out frame)")
         self.store.put(key, payload, self.environment, self.parts["train"][strategy.name])
         return test_idx, quantized
 
     def _evaluate_cell(self, row: str, seed: int, fold: int, frames: np.ndarray, quantized: Any, confidence: Any,
-                       true_masks: Any) -> dict[str, np.ndarray]:
+                       true_masks: Any, raters: Any) -> dict[str, np.ndarray]:
         """Score one fold's stored 8-bit probabilities of ``frames`` and store the result under the evaluation key."""
         import torch
 
@@ -144,7 +163,8 @@ class Grid:
         index = torch.as_tensor(frames, device=confidence.device)
         conf = confidence[index]
         truth = None if true_masks is None else true_masks[index]
-        metrics = frame_metrics(probs, conf, truth, self.plan.eval_threshold, self.dataset.classes)
+        metrics = frame_metrics(probs, conf, truth, self.plan.eval_threshold, self.dataset.classes,
+                                None if raters is None else raters[index])
         payload = {
             "frames": np.asarray(frames).tolist(),
             "metrics": {name: values.tolist() for name, values in metrics.items()},
@@ -187,8 +207,9 @@ class Grid:
                 features = compute_features(maps, self.dataset)
                 for task in missing:
                     started = time.perf_counter()
-                    values = task.evaluate(features, self.dataset, seed)
-                    self.store.put(self.keys.task(row, seed, task.name), {"metrics": values}, self.environment,
+                    values, predictions = task.evaluate_with_predictions(features, self.dataset, seed)
+                    payload = {"metrics": values, **({"predictions": predictions} if predictions is not None else {})}
+                    self.store.put(self.keys.task(row, seed, task.name), payload, self.environment,
                                    self.parts["tasks"][task.name])
                     self.progress.note(f"task {task.name} on {row} seed {seed}: {time.perf_counter() - started:.1f} s")
 
@@ -212,3 +233,13 @@ class Grid:
                        self.parts["evaluation"])
 
 
+
+
+def degenerate_classes(probs: Any, confidence: Any, classes: tuple[str, ...]) -> list[str]:
+    """The classes that have labels among the held-out frames but whose prediction (``probs >= 0.5``) is empty on
+    every frame, or positive everywhere: a model that learned nothing for them, which averaged metrics would hide."""
+    pred = probs >= 0.5
+    labelled = (confidence > 0).flatten(2).any(-1).any(0)
+    empty = ~pred.flatten(2).any(-1).any(0)
+    full = pred.flatten(2).all(-1).all(0)
+    return [c for c, lab, e, f in zip(classes, labelled.tolist(), empty.tolist(), full.tolist(), strict=True) if lab and (e or f)]

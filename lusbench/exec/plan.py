@@ -34,6 +34,7 @@ class RunPlan:
     run_dir: Path
     reference: str | None
     force: bool = False
+    primary_metric: str | None = None  # None: the dataset's (lusbench.evaluate.segmetrics.primary_metric)
 
 
 class Made(NamedTuple):
@@ -65,6 +66,12 @@ def resolve(plan: RunPlan, plugins: Plugins) -> Resolved:
         raise UserError(f"--eval-threshold must be in (0, 1], got {plan.eval_threshold}")
     if plan.folds < 2:
         raise UserError(f"--folds must be at least 2, got {plan.folds}")
+    from lusbench.train.config import TrainConfig
+
+    try:
+        TrainConfig(**plan.train)  # the settings are refused now, not after the dataset is built
+    except TypeError as exc:
+        raise UserError(f"training settings: {exc}") from None
     strategies = [_make(plugins.strategies, spec, LabelStrategy) for spec in plan.strategies]
     names = [s.obj.name for s in strategies]
     duplicates = sorted({n for n in names if names.count(n) > 1})

@@ -102,6 +102,8 @@ def _run(plan: RunPlan, plugins: Plugins, progress: Progress) -> dict[str, Any]:
         "tasks": task_names,
         "config_hash": short_hash({"cell": short_hash(cell_config), "seeds": plan.seeds, "tasks": task_names}),
     }
+    metric_defs = _metric_defs(dataset, [t.obj for t in runnable])
+    primary = _primary_metric(plan, dataset, metric_defs)
     rows = [s.name for s in strategies] + [REFERENCE_EXPERT] + ([REFERENCE_TRUE] if dataset.true_masks is not None else [])
     keys = _record_keys(plan, dataset, resolved, runnable, train_config, device)
     manifest = {
@@ -113,7 +115,10 @@ def _run(plan: RunPlan, plugins: Plugins, progress: Progress) -> dict[str, Any]:
         "reference_strategy": resolved.reference,
         "frame_patient": dataset.patient.tolist(),
         "classes": list(dataset.classes),
-        "metric_defs": [m.to_json() for m in _metric_defs(dataset, [t.obj for t in runnable])],
+        "metric_defs": [m.to_json() for m in metric_defs],
+        "primary_metric": primary,
+        "sweeps": {s.name: s.sweep() for s in strategies if s.sweep() is not None},
+        "task_metrics": {t.obj.name: [m.name for m in t.obj.metric_defs()] for t in runnable},
     }
     with ResultsStore(plan.run_dir) as store:
         if store.set_aside:
@@ -159,10 +164,24 @@ def _record_keys(plan: RunPlan, dataset: LUSDataset, resolved: Resolved, tasks: 
     }
 
 
+def _primary_metric(plan: RunPlan, dataset: LUSDataset, defs: list[MetricDef]) -> str:
+    """``--primary-metric`` if given (checked against the run's metrics), else the dataset's: one no strategy
+    trains on (:func:`lusbench.evaluate.segmetrics.primary_metric`)."""
+    from lusbench.evaluate.segmetrics import primary_metric
+
+    if plan.primary_metric is None:
+        return primary_metric(dataset.true_masks is not None, dataset.rater_masks is not None)
+    names = [d.name for d in defs]
+    if plan.primary_metric not in names:
+        raise UserError(f"--primary-metric {plan.primary_metric}: not a metric of this run (choose from "
+                        f"{', '.join(n for n in names if n.count('.') <= 1)})")
+    return plan.primary_metric
+
+
 def _metric_defs(dataset: LUSDataset, tasks: list[Any]) -> list[MetricDef]:
     from lusbench.evaluate.segmetrics import segmentation_metric_defs
 
-    defs = segmentation_metric_defs(dataset.classes, dataset.true_masks is not None)
+    defs = segmentation_metric_defs(dataset.classes, dataset.true_masks is not None, dataset.rater_masks is not None)
     for task in tasks:
         defs.extend(task.metric_defs())
     return defs

@@ -13,6 +13,7 @@ import numpy as np
 from lusbench.errors import UserError
 from lusbench.evaluate.metricdefs import MetricDef
 from lusbench.evaluate.run_results import RunResults, pool_calibration
+from lusbench.evaluate.task_scores import STANDARD_SCORES, task_metric
 from lusbench.results.keys import MANIFEST, RunKeys
 from lusbench.results.store import RecordKey, ResultsStore
 
@@ -26,6 +27,8 @@ def collect_results(store: ResultsStore, manifest: dict[str, Any]) -> RunResults
     """Assemble :class:`RunResults` for the run described by ``manifest`` from the store's records."""
     config = manifest["config"]
     keys = RunKeys.of(manifest)
+    # Which task reported each metric: the metric's predictions are stored under that task.
+    task_of = {name: task for task, names in (manifest.get("task_metrics") or {}).items() for name in names}
     n_frames = len(manifest["frame_patient"])
     results = RunResults(
         config=config,
@@ -36,10 +39,22 @@ def collect_results(store: ResultsStore, manifest: dict[str, Any]) -> RunResults
         seeds=list(config["seeds"]),
         references=set(manifest["references"]),
         reference_strategy=manifest["reference_strategy"],
+        primary_metric=manifest.get("primary_metric"),
+        sweeps=manifest.get("sweeps") or {},
     )
+    # Task metrics that name a standard score are recomputed from the stored per-patient predictions.
+    for d in results.metric_defs:
+        if d.score in STANDARD_SCORES and d.name in task_of:
+            results.task_metrics[d.name] = task_metric(task_of[d.name], d.score)
     for row in manifest["rows"]:
         present = False
         for seed in config["seeds"]:
+            if row not in results.references:
+                for fold in range(config["folds"]):
+                    record = store.get(keys.trained(row, seed, fold))
+                    if record is not None:
+                        results.trained_folds[(row, seed, fold)] = {
+                            k: record.get(k) for k in ("best_epoch", "epochs_run", "stop_reason", "degenerate")}
             folds = [(seed, f) for f in range(config["folds"])] if row not in results.references else [(-1, -1)]
             seg = _collect_segmentation(store, keys, row, folds, n_frames)
             if seg is not None:
@@ -55,6 +70,8 @@ def collect_results(store: ResultsStore, manifest: dict[str, Any]) -> RunResults
                 record = store.get(keys.task(row, seed, task))
                 if record is not None:
                     task_metrics.update(record["metrics"])
+                    if record.get("predictions") is not None:
+                        results.task_predictions.setdefault((row, seed), {})[task] = record["predictions"]
             if task_metrics:
                 results.tasks[(row, seed)] = task_metrics
                 present = True

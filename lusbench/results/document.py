@@ -15,7 +15,7 @@ from typing import Any
 from lusbench.errors import UserError
 from lusbench.fileio import atomic_write_text
 
-SCHEMA = "lusbench.leaderboard/1"
+SCHEMA = "lusbench.leaderboard/2"
 DEFAULT_RUN_DIR = "lusbench-runs"
 LEADERBOARD_FILE = "leaderboard.json"
 

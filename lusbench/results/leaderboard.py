@@ -17,11 +17,12 @@ if TYPE_CHECKING:
     from lusbench.evaluate.run_results import RunResults
 
 
-def build_leaderboard(results: RunResults, reference: str | None = None) -> dict[str, Any]:
-    """The leaderboard document of ``results``; ``reference`` overrides ``results.reference_strategy``.
+def build_leaderboard(results: RunResults, reference: str | None = None, primary_metric: str | None = None) -> dict[str, Any]:
+    """The leaderboard document of ``results``; ``reference`` overrides ``results.reference_strategy`` and
+    ``primary_metric`` overrides ``results.primary_metric``.
 
     Raises ValueError when the requested reference strategy is a reference row (those are context, never
-    the paired baseline).
+    the paired baseline), or the primary metric is not one of the run's metrics.
     """
     from lusbench.evaluate import stats
 
@@ -30,6 +31,9 @@ def build_leaderboard(results: RunResults, reference: str | None = None) -> dict
         raise ValueError(f"{ref} is a reference row, not a strategy; it cannot be the paired baseline")
     run = stats.RunStatistics(results)
     defs = results.metric_defs
+    primary = primary_metric or results.primary_metric
+    if primary is not None and primary not in {d.name for d in defs}:
+        raise ValueError(f"primary metric {primary} is not a metric of this run")
     strategies = [r for r in results.rows if r not in results.references]
     compared = ref is not None and ref in results.rows
     if ref is None:
@@ -48,7 +52,7 @@ def build_leaderboard(results: RunResults, reference: str | None = None) -> dict
                                "models": est.models}
         seeds = sorted({s for (r, s) in (*results.seg, *results.tasks) if r == row})
         rows.append({"strategy": row, "reference": row in results.references, "seeds": seeds, "metrics": metrics,
-                     "comparison": {}, "rank": {}})
+                     "comparison": {}, "rank": {}, **({"sweep": results.sweeps[row]} if row in results.sweeps else {})})
     by_name = {r["strategy"]: r for r in rows}
 
     for d in defs:
@@ -72,6 +76,7 @@ def build_leaderboard(results: RunResults, reference: str | None = None) -> dict
         "config": results.config,
         "environment": results.environment,
         "metrics": [{**d.to_json(), "unit": run.unit[d.name], "kind": run.kind[d.name]} for d in defs],
+        "primary_metric": primary,
         "reference_strategy": ref,
         "comparison_note": note,
         "statistics": {
@@ -79,16 +84,25 @@ def build_leaderboard(results: RunResults, reference: str | None = None) -> dict
             "bootstrap_samples": stats.N_BOOTSTRAP, "task_bootstrap_samples": stats.N_TASK_BOOTSTRAP,
             "permutations": stats.N_PERMUTATIONS, "exact_permutation_max_n": stats.EXACT_PERMUTATION_MAX_N,
             "min_model_pairs": stats.MIN_MODEL_PAIRS, "random_seed": stats.RANDOM_SEED,
-            "patient_ci": "percentile bootstrap resampling seeds, the models of each seed and patients",
-            "seed_repeat_ci": "Student t over seeds x CV repeats",
-            "test": "two-sided sign-flip permutation test over (seed, fold) model pairs (segmentation, seed_repeat "
-                    "tasks: over seeds x CV repeats); paired bootstrap of the difference (patient tasks)",
+            "patient_ci": "percentile bootstrap resampling the trained models of each seed and the patients",
+            "seed_repeat_ci": "Student t over seeds x CV repeats (tasks without stored predictions)",
+            "test": "two-sided sign-flip permutation test over (seed, fold) model pairs (segmentation); permutation "
+                    "trading the two rows' task predictions of whole model pairs (tasks with stored predictions); "
+                    "sign-flip over seeds x CV repeats (other tasks)",
             "untestable": f"fewer than {stats.MIN_MODEL_PAIRS} (seed, fold) model pairs behind the comparison",
             "adjustment": "Holm over the strategies compared on one metric",
         },
         "rows": rows,
+        "folds": trained_folds(results),
         "calibration": pooled_calibration(results),
     })
+
+
+def trained_folds(results: RunResults) -> list[dict[str, Any]]:
+    """How every fold trained (best epoch, epochs run, stop reason, degenerate classes), for ``leaderboard --folds``."""
+    return [{"strategy": row, "seed": seed, "fold": fold, **info}
+            for (row, seed, fold), info in sorted(results.trained_folds.items(), key=lambda kv: (
+                results.rows.index(kv[0][0]) if kv[0][0] in results.rows else len(results.rows), kv[0][1], kv[0][2]))]
 
 
 def pooled_calibration(results: RunResults) -> dict[str, dict[str, list[float]]]:
@@ -103,12 +117,14 @@ def pooled_calibration(results: RunResults) -> dict[str, dict[str, list[float]]]
     return json_safe(pooled)
 
 
-def load_run_leaderboard(run_dir: str | os.PathLike[str], reference: str | None = None) -> dict[str, Any]:
+def load_run_leaderboard(run_dir: str | os.PathLike[str], reference: str | None = None,
+                         primary_metric: str | None = None) -> dict[str, Any]:
     """The leaderboard of the run in ``run_dir``, rebuilt from its results store without retraining.
 
     A directory with only a ``leaderboard.json`` (say, a CI artifact) is read as stored; recomputing its
-    paired tests against another ``reference`` would need the per-patient values only the store holds.
-    UserError (exit 2) for a missing run, or a ``reference`` that is not a strategy of the run.
+    paired tests against another ``reference`` would need the per-patient values only the store holds (another
+    ``primary_metric`` only reorders, so it works on a stored document too). UserError (exit 2) for a missing
+    run, a ``reference`` that is not a strategy of the run, or a primary metric the run does not have.
     """
     from lusbench.results.store import DB_NAME
 
@@ -122,13 +138,17 @@ def load_run_leaderboard(run_dir: str | os.PathLike[str], reference: str | None 
         if reference is not None and reference not in results.rows:
             raise UserError(f"--reference {reference} is not a row of this run: {', '.join(results.rows)}")
         try:
-            return build_leaderboard(results, reference)
+            return build_leaderboard(results, reference, primary_metric)
         except ValueError as exc:
             raise UserError(str(exc)) from None
     doc = read_leaderboard(run_dir / LEADERBOARD_FILE)
     if reference is not None and reference != doc.get("reference_strategy"):
         raise UserError(f"--reference {reference}: {run_dir} has no results store ({DB_NAME}) to recompute the paired "
                         f"tests; its {LEADERBOARD_FILE} compares with {doc.get('reference_strategy')} only")
+    if primary_metric is not None:
+        if primary_metric not in {m["name"] for m in doc["metrics"]}:
+            raise UserError(f"primary metric {primary_metric} is not a metric of this run")
+        doc["primary_metric"] = primary_metric
     return doc
 
 

@@ -34,10 +34,11 @@ def stdout_console() -> Any:
 
 
 def default_columns(doc: dict[str, Any]) -> list[str]:
-    """The compact column set: the metrics their plugins declare as headline, in display order (a leaderboard
-    written before metrics declared it: its first four metrics)."""
-    headline = [m["name"] for m in doc["metrics"] if m.get("headline")]
-    return headline or [m["name"] for m in doc["metrics"][:4]]
+    """The compact column set: the primary metric first, then the metrics their plugins declare as headline, in
+    display order (a leaderboard written before metrics declared it: its first four metrics)."""
+    headline = [m["name"] for m in doc["metrics"] if m.get("headline")] or [m["name"] for m in doc["metrics"][:4]]
+    primary = doc.get("primary_metric")
+    return ([primary] if primary else []) + [m for m in headline if m != primary]
 
 
 def select_columns(doc: dict[str, Any], metrics: Sequence[str] | None) -> list[str]:
@@ -96,7 +97,8 @@ def cell_parts(doc: dict[str, Any], row: dict[str, Any], metric: str) -> tuple[s
 def column_header(doc: dict[str, Any], metric: str) -> str:
     higher = next(m["higher_is_better"] for m in doc["metrics"] if m["name"] == metric)
     n = common_n(doc, metric)
-    return f"{metric} {'↑' if higher else '↓'}" + (f" (n={n})" if n is not None else "")
+    primary = " primary" if metric == doc.get("primary_metric") else ""
+    return f"{metric} {'↑' if higher else '↓'}{primary}" + (f" (n={n})" if n is not None else "")
 
 
 def legend(doc: dict[str, Any]) -> str:
@@ -105,6 +107,9 @@ def legend(doc: dict[str, Any]) -> str:
     repeats = any(m.get("unit") == "seed_repeat" for m in doc["metrics"])
     n_is = "patients" + (", or seeds x CV repeats for task metrics without per-patient predictions" if repeats else "")
     text = f"Mean [95% CI]; n = {n_is}; #k = rank among strategies."
+    if doc.get("primary_metric"):
+        text += (f" Primary metric: {doc['primary_metric']}, one no strategy trains on (dice, hd95, ece score against "
+                 "the labels at the eval threshold, which threshold:0.5 trains on).")
     if doc.get("comparison_note"):
         return f"{text} {doc['comparison_note']}."
     least = (doc.get("statistics") or {}).get("min_model_pairs", 6)
@@ -146,6 +151,26 @@ def table_renderable(doc: dict[str, Any], metrics: Sequence[str] | None = None) 
         if row["strategy"] == doc.get("reference_strategy"):
             name.append(" (baseline)", style="bold")
         table.add_row(name, *cells)
+    return table
+
+
+def folds_table(doc: dict[str, Any]) -> Table:
+    """How every trained fold went: the epoch whose weights were kept, epochs run, why training stopped, and the
+    classes it learned nothing for (highlighted: such a fold's metrics are not a strategy's merit)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title="lusbench trained folds", title_justify="left")
+    for col in ("strategy", "seed", "fold", "kept epoch", "epochs run", "stopped because", "learned nothing for"):
+        table.add_column(col, justify="right" if col in ("seed", "fold", "kept epoch", "epochs run") else "left")
+    for f in doc.get("folds") or []:
+        best = f.get("best_epoch")
+        degenerate = ", ".join(f.get("degenerate") or [])
+        table.add_row(f["strategy"], str(f["seed"]), str(f["fold"]), "—" if best is None else str(best + 1),
+                      str(f.get("epochs_run") or "—"), f.get("stop_reason") or "—",
+                      Text(degenerate, style="bold red") if degenerate else "")
+    if not doc.get("folds"):
+        table.caption = "no per-fold training records in this leaderboard"
     return table
 
 

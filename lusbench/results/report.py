@@ -1,9 +1,9 @@
 """The HTML report: one self-contained page (inline CSS, matplotlib PNGs embedded as base64, no external
 assets) built from a leaderboard document, so it renders from a stored ``leaderboard.json`` alone.
 
-Figures: every main metric against the binarization threshold of the ``threshold:t`` strategies with CI
-bands (the study's main figure), per-class Dice, a reliability diagram and the downstream task metrics per
-strategy; then the compact table and the full table of every metric.
+Figures: every main metric against the swept parameter of each strategy family (``threshold:t``, as the
+strategies declare it) with CI bands (the study's main figure), per-class Dice, a reliability diagram and the
+downstream task metrics per strategy; then the compact table and the full table of every metric.
 """
 
 from __future__ import annotations
@@ -25,15 +25,15 @@ if TYPE_CHECKING:
 MARK_COLOR = {"better": "#1a9850", "worse": "#d73027"}
 
 
-def threshold_of(strategy: str) -> float | None:
-    """``t`` of a ``threshold:t`` spec (None for anything else, including keyword or multiple arguments)."""
-    name, sep, arg = strategy.partition(":")
-    if name != "threshold" or not sep:
-        return None
-    try:
-        return float(arg)
-    except ValueError:
-        return None
+def sweep_families(doc: dict[str, Any]) -> dict[str, list[tuple[float, dict[str, Any]]]]:
+    """Strategy rows grouped by the sweep their strategy declared (``rows[].sweep``), families of two or more
+    settings only, each sorted by the value of its parameter."""
+    families: dict[str, list[tuple[float, dict[str, Any]]]] = {}
+    for row in doc["rows"]:
+        sweep = row.get("sweep")
+        if sweep and not row.get("reference"):
+            families.setdefault(f"{sweep['family']}:{sweep['parameter']}", []).append((float(sweep["value"]), row))
+    return {name: sorted(rows, key=lambda p: p[0]) for name, rows in families.items() if len(rows) >= 2}
 
 
 def _png(fig: Figure) -> str:
@@ -65,32 +65,34 @@ def _grid(n: int, ncols: int, panel: tuple[float, float]) -> tuple[Figure, list[
     return fig, axes[:n]
 
 
-def figure_threshold_curves(doc: dict[str, Any], metrics: Sequence[str]) -> Figure | None:
-    """Each metric against t for the ``threshold:t`` rows (mean, 95% CI band; significant points coloured),
-    other strategies and reference rows as horizontal lines. None without threshold rows or metrics."""
+def figure_sweep(doc: dict[str, Any], family: str, metrics: Sequence[str]) -> Figure | None:
+    """Each metric against the swept parameter of one strategy family (mean, 95% CI band; significant points
+    coloured), other strategies and reference rows as horizontal lines. None without values."""
     from matplotlib import colormaps
 
-    curve = sorted((t, r) for r in doc["rows"] if not r.get("reference") and (t := threshold_of(r["strategy"])) is not None)
-    flat = [r for r in doc["rows"] if r.get("reference") or threshold_of(r["strategy"]) is None]
+    curve = sweep_families(doc).get(family) or []
+    members = {id(r) for _, r in curve}
+    flat = [r for r in doc["rows"] if id(r) not in members]
     if not curve or not metrics:
         return None
+    name, _, parameter = family.partition(":")
     fig, axes = _grid(len(metrics), 3, (4.2, 3.2))
     colors = colormaps["tab10"]
     for ax, metric in zip(axes, metrics, strict=True):
-        pts = [(t, *_entry(r, metric), (r.get("comparison", {}).get(metric) or {}).get("mark", "")) for t, r in curve]
+        pts = [(t, *_entry(r, metric), (r.get("comparison", {}).get(metric) or {}).get("mark", ""), r["strategy"])
+               for t, r in curve]
         pts = [p for p in pts if p[1] is not None]
         if pts:
             ts = [p[0] for p in pts]
-            ax.plot(ts, [p[1] for p in pts], "-o", color="#2b5c8a", label="threshold:t", zorder=3)
+            ax.plot(ts, [p[1] for p in pts], "-o", color="#2b5c8a", label=f"{name}:{parameter}", zorder=3)
             lo = [p[2] if p[2] is not None else p[1] for p in pts]
             hi = [p[3] if p[3] is not None else p[1] for p in pts]
             ax.fill_between(ts, lo, hi, color="#2b5c8a", alpha=0.2, label="95% CI")
-            for t, mean, _, _, mark in pts:
+            for t, mean, _, _, mark, _ in pts:
                 if mark in MARK_COLOR:
                     ax.plot([t], [mean], "o", color=MARK_COLOR[mark], markersize=9, zorder=4)
-            ref_t = threshold_of(doc.get("reference_strategy") or "")
-            for t, mean, *_ in pts:
-                if t == ref_t:
+            for t, mean, _, _, _, strategy in pts:
+                if strategy == doc.get("reference_strategy"):
                     ax.plot([t], [mean], "s", mfc="none", mec="black", markersize=11, zorder=5, label="baseline")
         for i, row in enumerate(flat):
             mean = _entry(row, metric)[0]
@@ -99,7 +101,7 @@ def figure_threshold_curves(doc: dict[str, Any], metrics: Sequence[str]) -> Figu
                 ax.axhline(mean, color=colors((i + 1) % 10), linestyle=":" if row.get("reference") else "--", lw=1.3,
                            label=row["strategy"])
         ax.set_title(column_header(doc, metric), fontsize=10)
-        ax.set_xlabel("binarization threshold t")
+        ax.set_xlabel(f"{name}: {parameter}")
         ax.grid(alpha=0.3)
         if not pts and not ax.lines:
             ax.text(0.5, 0.5, "no values", ha="center", va="center", transform=ax.transAxes)
@@ -276,10 +278,16 @@ def render_html(doc: dict[str, Any]) -> str:
                         f'<p class="note">{_esc(caption)}</p>')
 
     sections.append(f"<h2>Leaderboard</h2>{table_html(doc, main)}<p class='note'>{_esc(legend(doc))}</p>")
-    figure("Metrics against the binarization threshold", figure_threshold_curves(doc, main),
-           "Mean and 95% CI band of the threshold:t strategies; green/red points are significantly better/worse "
-           "than the baseline (square); dashed lines: other strategies; dotted lines: reference rows.",
-           "No threshold:t strategies in this run.")
+    families = sweep_families(doc)
+    for family in families:
+        name, _, parameter = family.partition(":")
+        figure(f"Metrics against {name}:{parameter}", figure_sweep(doc, family, main),
+               f"Mean and 95% CI band of the {name} strategies against the parameter they declare as swept; green/red "
+               "points are significantly better/worse than the baseline (square); dashed lines: other strategies; "
+               "dotted lines: reference rows.", "No values.")
+    if not families:
+        sections.append("<h2>Sweeps</h2><p class='note'>No swept strategy family in this run (two or more settings of "
+                        "one strategy that declares a sweep parameter, e.g. threshold:0.5 and threshold:0.8).</p>")
     figure("Per-class Dice", figure_per_class(doc), "Mean per class with 95% CI; hatched bars are reference rows.",
            "No per-class Dice metrics in this run.")
     figure("Reliability diagram", figure_reliability(doc),
