@@ -75,10 +75,12 @@ class Grid:
                 for i, (strategy, seed, fold) in enumerate(todo, 1):
                     label = f"[{i}/{len(todo)}] {strategy.name} seed {seed} fold {fold}"
                     started = time.perf_counter()
-                    frames, probs = self._train_cell(strategy, seed, fold, images, confidence, bar, label)
+                    frames, probs, notices = self._train_cell(strategy, seed, fold, images, confidence, bar, label)
                     metrics = self._evaluate_cell(strategy.name, seed, fold, frames, probs, confidence, true_masks, raters)
                     dice = float(np.nanmean(metrics["dice"])) if "dice" in metrics else float("nan")
-                    self.progress.note(f"{label}: dice {dice:.3f}, {time.perf_counter() - started:.1f} s")
+                    # One line per fold, whatever it has to say.
+                    self.progress.note("; ".join([f"{label}: dice {dice:.3f}, {time.perf_counter() - started:.1f} s",
+                                                  *notices]))
         if unevaluated:
             self.progress.note(f"evaluating {len(unevaluated)} stored folds from their out-of-fold probabilities")
             for strategy, seed, fold in unevaluated:
@@ -104,8 +106,9 @@ class Grid:
             self.progress.note(f"retraining {count} fold{'s' if count > 1 else ''} of {row}: {why}")
 
     def _train_cell(self, strategy: Any, seed: int, fold: int, images: Any, confidence: Any, bar: Any,
-                    label: str) -> tuple[np.ndarray, Any]:
-        """Train and store one fold; returns its held-out frames and their stored (8-bit) probabilities."""
+                    label: str) -> tuple[np.ndarray, Any, list[str]]:
+        """Train and store one fold; returns its held-out frames, their stored (8-bit) probabilities and notices
+        for the fold's progress line."""
         import torch
 
         from lusbench.train import engine as training
@@ -128,9 +131,10 @@ class Grid:
         except TrainingDiverged as exc:
             # One line naming strategy, seed and fold; the folds finished before it are kept.
             raise TrainingDiverged(f"{label}: {exc}") from None
+        notices = []
         if trained.stop_reason == training.STOP_NO_VALIDATION and self.train_config.patience is not None:
-            self.progress.note(f"{label}: validation split of {len(val_idx)} frames is too small to judge epochs; early "
-                               "stopping is off for this fold and its last epoch is kept")
+            notices.append(f"validation split of {len(val_idx)} frames is too small to judge epochs: early stopping "
+                           "off, last epoch kept")
         bar.update(completed=epochs_before + self.train_config.epochs)
         try:
             probs = training.predict_probs(trained.model, images, test_idx, self.train_config.batch_size)
@@ -147,10 +151,10 @@ class Grid:
                    "degenerate": degenerate_classes(probs, confidence[torch.as_tensor(test_idx, device=confidence.device)],
                                                     self.dataset.classes)}
         if payload["degenerate"]:
-            self.progress.note(f"{label}: WARNING: the model learned nothing for {', '.join(payload['degenerate'])} "
-                               "(empty or everywhere-positive predictions on every held-out frame)")
+            notices.append(f"WARNING: learned nothing for {', '.join(payload['degenerate'])} (empty or "
+                           "everywhere-positive predictions on every held-out frame)")
         self.store.put(key, payload, self.environment, self.parts["train"][strategy.name])
-        return test_idx, quantized
+        return test_idx, quantized, notices
 
     def _evaluate_cell(self, row: str, seed: int, fold: int, frames: np.ndarray, quantized: Any, confidence: Any,
                        true_masks: Any, raters: Any) -> dict[str, np.ndarray]:
