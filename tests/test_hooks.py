@@ -214,6 +214,17 @@ BROKEN = textwrap.dedent(
         return {}["column"]
 
 
+    class Diverges(LabelStrategy):
+        """Sound targets, but a loss that turns NaN: what an exploding custom loss does to training."""
+        name = "diverges"
+
+        def targets(self, confidence):
+            return confidence, None
+
+        def loss(self, logits, target, weight):
+            return super().loss(logits, target, weight) * float("nan")
+
+
     class Boom(ModelBuilder):
         """Cannot even be built."""
         name = "boom"
@@ -238,6 +249,7 @@ BROKEN = textwrap.dedent(
         register("boolean", Boolean)
         register("integer-weight", IntegerWeight)
         register("missing-column", missing_column)
+        register("diverges", Diverges)
 
 
     @lusbench.hookimpl
@@ -287,6 +299,21 @@ def test_a_factory_that_raises_anything_is_one_line_naming_the_spec_and_the_plug
     assert proc.returncode == 2
     assert proc.stderr == ("lusbench run: error: --strategy 'missing-column': plugin 'broken_plugin' failed in its "
                            "factory: KeyError: 'column'\n")
+
+
+def test_a_diverging_training_stops_with_one_line_naming_strategy_seed_and_fold(tmp_path):
+    # Before: a NaN loss trained on silently and its NaN metrics were dropped by the NaN-aware means.
+    (tmp_path / "tiny_plugin.py").write_text(PLUGIN)
+    (tmp_path / "broken_plugin.py").write_text(BROKEN)
+    proc = run_cli("-p", "tiny_plugin", "-p", "broken_plugin", "run", "--dataset", "tiny-squares:patients=6",
+                   "--model", "tinyconv", "--strategy", "diverges", "--reference", "none", "--task", "probe",
+                   "--folds", "2", "--seeds", "2", "--epochs", "2", "--out", str(tmp_path / "run"),
+                   env={"PYTHONPATH": str(tmp_path)})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines()[-1] == (
+        "lusbench run: error: [1/4] diverges seed 0 fold 0: training diverged at epoch 1: training loss nan, "
+        "validation loss nan (try a lower learning rate)")
+    assert not (tmp_path / "run" / "leaderboard.json").exists()
 
 
 def test_run_failed_closes_what_run_started_opened(tmp_path):
