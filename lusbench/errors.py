@@ -10,6 +10,12 @@ EXIT_INTERNAL = 4  # a bug (in lusbench or a plugin): one line on stderr, the tr
 EXIT_INTERRUPTED = 130
 
 
+def exception_summary(exc: BaseException) -> str:
+    """``Type: first line of the message`` (or just ``Type``): how a plugin's failure is shown in one line."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {' '.join(text.splitlines()[0].split())}" if text else type(exc).__name__
+
+
 class UserError(Exception):
     """A problem with the user's input: printed as one line, no traceback, exit code 2."""
 

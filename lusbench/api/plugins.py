@@ -28,8 +28,8 @@ from typing import Any
 import pluggy
 
 from lusbench.api import hookspecs
-from lusbench.api.registry import KINDS, NameTakenError, Registry, exception_summary
-from lusbench.errors import PluginError
+from lusbench.api.registry import KINDS, NameTakenError, Registry
+from lusbench.errors import PluginError, exception_summary
 
 GROUP = "lusbench"
 BUILTIN_DIST = "lusbench"

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lusbench.api.specs import parse_spec
-from lusbench.errors import PluginError, UserError
+from lusbench.errors import PluginError, UserError, exception_summary
 
 KINDS = ("label_strategies", "datasets", "models", "downstream_tasks")
 
@@ -22,10 +22,6 @@ FLAGS = {
 
 class NameTakenError(PluginError):
     """A plugin registered a name another plugin already holds: ambiguous, so never resolved silently."""
-
-    def __init__(self, message: str, owner: str) -> None:
-        super().__init__(message)
-        self.owner = owner
 
 
 @dataclass(frozen=True)
@@ -56,17 +52,14 @@ class Registry:
         taken = self._entries.get(name)
         if taken is not None:
             raise NameTakenError(
-                f"{self.kind} name '{name}' is registered by both plugin '{taken.plugin}' and plugin '{plugin}'",
-                taken.plugin,
+                f"{self.kind} name '{name}' is registered by both plugin '{taken.plugin}' and plugin '{plugin}'"
             )
         self._entries[name] = Entry(name, factory, plugin)
 
-    def remove_plugin(self, plugin: str) -> list[str]:
-        """Remove every name ``plugin`` registered (a plugin that failed leaves nothing behind); returns them."""
-        names = [n for n, e in self._entries.items() if e.plugin == plugin]
-        for name in names:
+    def remove_plugin(self, plugin: str) -> None:
+        """Remove every name ``plugin`` registered (a plugin that failed leaves nothing behind)."""
+        for name in [n for n, e in self._entries.items() if e.plugin == plugin]:
             del self._entries[name]
-        return names
 
     def names(self) -> list[str]:
         return sorted(self._entries)
@@ -103,12 +96,6 @@ class Registry:
             raise PluginError(
                 f"{flag} '{text}': plugin '{entry.plugin}' failed in its factory: {exception_summary(exc)}"
             ) from None
-
-
-def exception_summary(exc: BaseException) -> str:
-    """``Type: first line of the message`` (or just ``Type``): how a plugin's failure is shown in one line."""
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {' '.join(text.splitlines()[0].split())}" if text else type(exc).__name__
 
 
 def _one_line(exc: BaseException) -> str:

@@ -12,7 +12,7 @@ import sys
 from importlib import import_module
 
 from lusbench import __version__
-from lusbench.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, UserError
+from lusbench.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, UserError, exception_summary
 
 COMMANDS = ("run", "leaderboard", "check", "report", "plugins", "data")
 
@@ -62,13 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - anything else is a bug: exit 4, never 1 (1 means "regression")
         where = write_traceback(exc)
-        print(f"lusbench {args.command}: internal error: {type(exc).__name__}: {_one_line(exc)} "
+        print(f"lusbench {args.command}: internal error: {exception_summary(exc)} "
               f"(a bug in lusbench or a plugin; traceback written to {where})", file=sys.stderr)
         return EXIT_INTERNAL
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:300]
 
 
 def write_traceback(exc: BaseException) -> str:

@@ -14,6 +14,7 @@ from lusbench.api.plugins import Plugins
 from lusbench.api.registry import FLAGS, Registry
 from lusbench.api.specs import parse_spec
 from lusbench.errors import PluginError, UserError
+from lusbench.train.config import TrainConfig
 
 
 @dataclass
@@ -53,6 +54,7 @@ class Resolved:
     reference: str | None
     tasks: list[Made]
     model: Made
+    train_config: TrainConfig
 
 
 def resolve(plan: RunPlan, plugins: Plugins) -> Resolved:
@@ -66,10 +68,8 @@ def resolve(plan: RunPlan, plugins: Plugins) -> Resolved:
         raise UserError(f"--eval-threshold must be in (0, 1], got {plan.eval_threshold}")
     if plan.folds < 2:
         raise UserError(f"--folds must be at least 2, got {plan.folds}")
-    from lusbench.train.config import TrainConfig
-
     try:
-        TrainConfig(**plan.train)  # the settings are refused now, not after the dataset is built
+        train_config = TrainConfig(**plan.train)  # refused now, not after the dataset is built
     except TypeError as exc:
         raise UserError(f"training settings: {exc}") from None
     strategies = [_make(plugins.strategies, spec, LabelStrategy) for spec in plan.strategies]
@@ -85,7 +85,7 @@ def resolve(plan: RunPlan, plugins: Plugins) -> Resolved:
         if metric in owners:
             raise UserError(f"--task {owners[metric]} and --task {task_name} both report '{metric}'")
         owners[metric] = task_name
-    return Resolved(strategies, reference, tasks, _make(plugins.models, plan.model, ModelBuilder))
+    return Resolved(strategies, reference, tasks, _make(plugins.models, plan.model, ModelBuilder), train_config)
 
 
 def _make(registry: Registry, spec: str, base: type, label: str | None = None) -> Made:

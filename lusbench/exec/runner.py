@@ -78,10 +78,7 @@ def _run(plan: RunPlan, plugins: Plugins, progress: Progress) -> dict[str, Any]:
 
     from lusbench.train import engine as training
 
-    try:
-        train_config = training.TrainConfig(**plan.train)
-    except TypeError as exc:
-        raise UserError(f"training settings: {exc}") from None
+    train_config = resolved.train_config
     device = training.resolve_device(plan.device)
     environment = environment_info(device, plugins)
     # What the leaderboard describes, for `check` to compare like with like; the store's reuse is decided by
@@ -117,7 +114,7 @@ def _run(plan: RunPlan, plugins: Plugins, progress: Progress) -> dict[str, Any]:
         "classes": list(dataset.classes),
         "metric_defs": [m.to_json() for m in metric_defs],
         "primary_metric": primary,
-        "sweeps": {s.name: s.sweep() for s in strategies if s.sweep() is not None},
+        "sweeps": {s.name: sweep for s in strategies if (sweep := s.sweep()) is not None},
         "task_metrics": {t.obj.name: [m.name for m in t.obj.metric_defs()] for t in runnable},
     }
     with ResultsStore(plan.run_dir) as store:

@@ -78,19 +78,12 @@ def tolerance_for(metric: str, overrides: Mapping[str, float], baseline_toleranc
     hand-set ``tolerances`` map, the baseline's ``noise_tolerances`` (:func:`noise_tolerances`), the tolerance
     the metric's plugin declares (``declared``: name -> tolerance, from the leaderboard's ``metrics``), and
     :data:`~lusbench.evaluate.metricdefs.FALLBACK_TOLERANCE`."""
-    return tolerance_source(metric, overrides, baseline_tolerances, declared, noise)[0]
-
-
-def tolerance_source(metric: str, overrides: Mapping[str, float], baseline_tolerances: Mapping[str, float],
-                     declared: Mapping[str, float | None] | None = None,
-                     noise: Mapping[str, float] | None = None) -> tuple[float, str]:
-    """:func:`tolerance_for` and where the value came from (``flag``, ``baseline``, ``noise``, ``metric``, ``fallback``)."""
-    for table, source in ((overrides, "flag"), (baseline_tolerances, "baseline"), (noise or {}, "noise")):
+    for table in (overrides, baseline_tolerances, noise or {}):
         tol = _lookup(metric, table)
         if tol is not None:
-            return tol, source
+            return tol
     tol = (declared or {}).get(metric)
-    return (float(tol), "metric") if tol is not None else (FALLBACK_TOLERANCE, "fallback")
+    return float(tol) if tol is not None else FALLBACK_TOLERANCE
 
 
 #: Noise-derived tolerances: this many standard errors of a strategy's mean (the CI half-width / 1.96; the CI
