@@ -1,6 +1,6 @@
 """Downstream clinical tasks: what a ``register_downstream_tasks`` factory returns (docs/tasks.md).
 
-A task turns the features of one set of segmentations (:class:`lusbench.features.FeatureSet`) into metric
+A task turns the features of one set of segmentations (:class:`lusbench.evaluate.features.FeatureSet`) into metric
 values, one per repeat of a repeated patient-grouped cross-validation. Splits depend only on the dataset and
 the seed, never on the features, so repeat ``r`` of two strategies uses the same splits and their values pair.
 
@@ -92,7 +92,7 @@ def grouped_splits(groups: np.ndarray, *, folds: int, repeats: int, seed: int, l
 
     No group (patient) is ever on both sides of a split. With ``labels`` the folds are stratified
     (scikit-learn's StratifiedGroupKFold); otherwise patients are dealt into folds at random
-    (:func:`lusbench.folds.patient_folds`). Repeat ``r`` is shuffled with a seed derived from ``(seed, r)``.
+    (:func:`lusbench.data.folds.patient_folds`). Repeat ``r`` is shuffled with a seed derived from ``(seed, r)``.
     ``folds`` is reduced by :func:`effective_folds`; ValueError when that leaves fewer than 2.
     """
     from lusbench.data.folds import patient_folds

@@ -16,7 +16,7 @@ class Preset:
     model: str
     seeds: int
     folds: int
-    train: dict[str, Any] = field(default_factory=dict)  # keyword arguments of lusbench.training.TrainConfig
+    train: dict[str, Any] = field(default_factory=dict)  # keyword arguments of lusbench.train.config.TrainConfig
     val_fraction: float = 0.2
     eval_threshold: float = 0.5
 

@@ -1,7 +1,7 @@
 """The three clinical downstream tasks of the study: S/F ratio, S/F change and 30-day readmission (docs/tasks.md).
 
 Each task fits a scikit-learn pipeline to the segmentation features with repeated patient-grouped
-cross-validation (:class:`lusbench.tasks.SupervisedTask`). Spec arguments, all optional:
+cross-validation (:class:`lusbench.evaluate.tasks.SupervisedTask`). Spec arguments, all optional:
 
 - ``model=linear`` (default: median imputation, standardization, ridge / L2 logistic regression) or
   ``model=gbm`` (median imputation, gradient-boosted trees); ``model`` may also be given positionally;
@@ -138,7 +138,7 @@ class SFChangeTask(ClinicalTask):
         from sklearn.metrics import balanced_accuracy_score, f1_score, roc_auc_score
 
         # Hard-label metrics pool the folds' predictions (Forman & Scholz's recommendation for F1); AUROC is a
-        # rank metric and is averaged over folds (lusbench.tasks.fold_mean).
+        # rank metric and is averaged over folds (lusbench.evaluate.tasks.fold_mean).
         label = classes[pred.argmax(axis=1)]
         if len(classes) == 2:
             auroc = fold_mean(lambda t, q: roc_auc_score(t, q[:, 1]), y, pred, fold)

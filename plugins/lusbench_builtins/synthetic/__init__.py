@@ -29,5 +29,5 @@ def make_synthetic_dataset(*args: str, **kwargs: Any) -> LUSDataset:
 
 
 @lusbench.hookimpl
-def register_datasets(register: lusbench.hookspecs.Register) -> None:
+def register_datasets(register: lusbench.api.hookspecs.Register) -> None:
     register(DATASET_NAME, make_synthetic_dataset)
