@@ -3,7 +3,7 @@
 A strategy sees the confidence of a training batch, already on the training device, and returns
 the targets (and optionally per-pixel loss weights) the network is trained against. Most strategies
 override only :meth:`LabelStrategy.targets`; :meth:`LabelStrategy.loss` defaults to per-pixel-weighted
-BCE-with-logits plus soft Dice.
+BCE-with-logits plus a soft Dice that is correct for soft targets (minimised at p = t).
 
 torch is imported inside methods, not at module import, so that registering strategies is cheap.
 """
@@ -52,8 +52,12 @@ class LabelStrategy:
     def loss(self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
         """Scalar training loss: weighted BCE-with-logits (mean over pixels) + ``dice_weight`` x soft Dice loss.
 
-        The soft Dice term is computed per image and class, ``1 - (2 sum(w p t) + 1) / (sum(w p) + sum(w t) + 1)``
-        with ``p = sigmoid(logits)``, and averaged; the +1 smoothing keeps empty classes finite.
+        The Dice term is the semimetric soft Dice (Wang & Blaschko 2023), per image and class and then averaged:
+        ``1 - (2 I + 1) / (sum(w p) + sum(w t) + 1)`` with ``p = sigmoid(logits)`` and the intersection
+        ``I = (sum(w p) + sum(w t) - sum(w |p - t|)) / 2``. For binary targets ``I = sum(w p t)``, the classic soft
+        Dice exactly; for soft targets the term is ``sum(w |p - t|) / (sum(w p) + sum(w t) + 1)``, zero only at
+        ``p = t``, whereas the classic form is minimised by pushing p to 1 wherever t > 0. The +1 smoothing keeps
+        empty classes finite.
         """
         import torch
         import torch.nn.functional as F
@@ -67,9 +71,9 @@ class LabelStrategy:
         prob = torch.sigmoid(logits)
         w = torch.ones_like(prob) if weight is None else weight
         dims = (2, 3)
-        inter = (w * prob * target).sum(dims)
-        denom = (w * prob).sum(dims) + (w * target).sum(dims)
-        dice_loss = 1.0 - (2.0 * inter + 1.0) / (denom + 1.0)
+        mass = (w * prob).sum(dims) + (w * target).sum(dims)
+        inter = (mass - (w * (prob - target).abs()).sum(dims)) / 2.0
+        dice_loss = 1.0 - (2.0 * inter + 1.0) / (mass + 1.0)
         return bce_term + self.dice_weight * dice_loss.mean()
 
     def __repr__(self) -> str:
