@@ -70,12 +70,12 @@ class Grid:
         if todo:
             check_model(self.builder, images[:2], self.dataset.n_classes)
             for strategy in dict.fromkeys(s for s, _, _ in todo):
-                check_strategy(strategy, confidence[:8])
+                check_strategy(strategy, confidence[:8], None if raters is None else raters[:8])
             with self.progress.task("training", total=len(todo) * self.train_config.epochs) as bar:
                 for i, (strategy, seed, fold) in enumerate(todo, 1):
                     label = f"[{i}/{len(todo)}] {strategy.name} seed {seed} fold {fold}"
                     started = time.perf_counter()
-                    frames, probs, notices = self._train_cell(strategy, seed, fold, images, confidence, bar, label)
+                    frames, probs, notices = self._train_cell(strategy, seed, fold, images, confidence, raters, bar, label)
                     metrics = self._evaluate_cell(strategy.name, seed, fold, frames, probs, confidence, true_masks, raters)
                     dice = float(np.nanmean(metrics["dice"])) if "dice" in metrics else float("nan")
                     # One line per fold, whatever it has to say.
@@ -105,7 +105,7 @@ class Grid:
         for (row, why), count in reasons.items():
             self.progress.note(f"retraining {count} fold{'s' if count > 1 else ''} of {row}: {why}")
 
-    def _train_cell(self, strategy: Any, seed: int, fold: int, images: Any, confidence: Any, bar: Any,
+    def _train_cell(self, strategy: Any, seed: int, fold: int, images: Any, confidence: Any, raters: Any, bar: Any,
                     label: str) -> tuple[np.ndarray, Any, list[str]]:
         """Train and store one fold; returns its held-out frames, their stored (8-bit) probabilities and notices
         for the fold's progress line."""
@@ -127,7 +127,7 @@ class Grid:
         try:
             trained = training.train_model(self.builder, strategy, images, confidence, fit_idx, val_idx,
                                            self.train_config, seed=cell_seed, device=self.device, on_epoch=on_epoch,
-                                           val_patients=len(np.unique(self.dataset.patient[val_idx])))
+                                           val_patients=len(np.unique(self.dataset.patient[val_idx])), raters=raters)
         except TrainingDiverged as exc:
             # One line naming strategy, seed and fold; the folds finished before it are kept.
             raise TrainingDiverged(f"{label}: {exc}") from None
