@@ -68,6 +68,9 @@ def _run(plan: RunPlan, plugins: Plugins, progress: Progress) -> dict[str, Any]:
         patient_folds(dataset.patient, plan.folds, 0)
     except ValueError as exc:
         raise UserError(f"--folds {plan.folds}: {exc}") from None
+    if resolved.reference_added:
+        progress.note(f"reference strategy {resolved.reference} is not among --strategy: training it too, to compare "
+                      "with (--reference none skips the comparison)")
     runnable = []
     for task in resolved.tasks:
         reason = task.obj.skip_reason(dataset)
@@ -78,6 +81,11 @@ def _run(plan: RunPlan, plugins: Plugins, progress: Progress) -> dict[str, Any]:
 
     from lusbench.train import engine as training
 
+    if plan.threads is not None:
+        import torch
+
+        # Before the keys are computed: the thread count is part of the training key (it changes the weights).
+        torch.set_num_threads(plan.threads)
     train_config = resolved.train_config
     device = training.resolve_device(plan.device)
     environment = environment_info(device, plugins)
