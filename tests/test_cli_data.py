@@ -1,6 +1,7 @@
 """`lusbench data preview|validate|export`: errors through a real process, the rest through ``main`` in-process."""
 
 import argparse
+import json
 import textwrap
 from pathlib import Path
 
@@ -71,7 +72,8 @@ def test_preview_of_a_dataset_without_truth_or_severity(tmp_path, capsys, monkey
     code, stdout, stderr = cli(capsys, "-p", "plain_plugin", "data", "preview", "plain", "--out", str(out), "--frames", "2")
     assert code == 0, stderr
     assert "(2 frames of plain)" in stdout
-    assert matplotlib.image.imread(out).shape[0] < 600  # two rows: no true-mask row
+    picture = matplotlib.image.imread(out)
+    assert picture.shape[0] < 1450  # B-mode and 5 confidence rows: no true-mask row (7 rows are > 1500 px)
 
 
 def test_preview_writes_a_montage_png(tmp_path, capsys):
@@ -80,8 +82,12 @@ def test_preview_writes_a_montage_png(tmp_path, capsys):
     assert code == 0, stderr
     assert f"wrote {out} (4 frames of {SMALL})" in stdout
     picture = matplotlib.image.imread(out)
-    assert picture.shape[0] > 500 and picture.shape[1] > 700  # 3 rows x 4 frames
+    assert picture.shape[0] > 1500 and picture.shape[1] > 900  # 7 rows (B-mode, 5 classes, true masks) x 4 frames
     assert picture[..., :3].std() > 0.1  # not a blank canvas
+    # The colour bar: the scale's 0% colour (viridis' dark purple) is drawn although no frame pixel shows it
+    # (unlabelled pixels are transparent), and so is its 100% yellow.
+    for colour in ((0.267, 0.005, 0.329), (0.993, 0.906, 0.144)):
+        assert (np.abs(picture[..., :3] - colour).max(axis=-1) < 0.02).sum() > 200, colour
 
 
 @pytest.mark.slow
@@ -171,10 +177,111 @@ def test_every_data_flag_is_documented():
     page = (Path(__file__).resolve().parents[1] / "docs" / "cli" / "data.md").read_text()
     commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
     actions = next(a for a in commands["data"]._actions if isinstance(a, argparse._SubParsersAction)).choices
-    assert set(actions) == {"preview", "validate", "export"}
+    assert {"init", "preview", "validate", "export"} <= set(actions)
     for name, parser in actions.items():
         assert f"## `data {name}`" in page
         for action in parser._actions:
             for flag in action.option_strings:
                 if flag.startswith("--") and flag != "--help":
                     assert f"`{flag}" in page, f"docs/cli/data.md does not document {name} {flag}"
+
+
+# Folder datasets through the CLI: init, validate listing every problem, export to the folder format.
+
+
+@pytest.fixture
+def own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LUSBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    return {"LUSBENCH_CACHE_DIR": str(tmp_path / "cache")}
+
+
+def _pngs(root: Path, frames: int = 6, raters: int = 0) -> None:
+    """A folder as a user has it: images/p<P>_v<V>_z<Z>.png and confidence/<class>/ (or raters/<r>/<class>/) maps."""
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    for i in range(frames):
+        name = f"p{i % 3}_v{1 + i // 3}_z{i % 2}"
+        (root / "images").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8)).save(root / "images" / f"{name}.png")
+        layers = [f"raters/r{r}" for r in range(raters)] if raters else ["confidence"]
+        for r, layer in enumerate(layers):
+            (root / layer / "b_lines").mkdir(parents=True, exist_ok=True)
+            level = np.zeros((16, 16), np.uint8)
+            level[:, : 2 + i + r] = 255 if raters else 10
+            Image.fromarray(level).save(root / layer / "b_lines" / f"{name}.png")
+
+
+def test_init_scaffolds_a_folder_of_pngs_that_then_validates(tmp_path, capsys, own_cache):
+    root = tmp_path / "mine"
+    _pngs(root)
+    code, out, err = cli(capsys, "data", "init", str(root))
+    assert code == 2 and "--scale N is needed with confidence maps" in err
+    code, out, err = cli(capsys, "data", "init", str(root), "--scale", "10")
+    assert code == 0, err
+    assert "frames      6 in images/" in out and "classes     b_lines" in out
+    frames = (root / "frames.csv").read_text().splitlines()
+    assert frames[0] == "frame,patient,visit,zone,image,confidence.b_lines"
+    assert frames[1] == "p0_v1_z0,0,1,0,images/p0_v1_z0.png,confidence/b_lines/p0_v1_z0.png"
+    assert (root / "visits.csv").read_text().splitlines()[:2] == ["patient,visit,sf_ratio,spo2,fio2", "0,1,,,"]
+    code, out, err = cli(capsys, "data", "validate", str(root))
+    assert code == 0, err
+    assert "6 images 16x16 uint8, 3 patients, visits 1..2, zones 0..1" in out and out.rstrip().endswith("valid")
+    assert "visits      6 rows: sf_ratio (all unknown)" in out
+    (root / "frames.csv").write_text("edited")
+    code, _, err = cli(capsys, "data", "init", str(root), "--scale", "10")
+    assert code == 2 and "lusbench.json exists (--force overwrites" in err
+    assert (root / "frames.csv").read_text() == "edited"
+    code, _, err = cli(capsys, "data", "init", str(root), "--scale", "10", "--force")
+    assert code == 0 and (root / "frames.csv").read_text().startswith("frame,")
+
+
+def test_init_from_per_rater_masks(tmp_path, capsys, own_cache):
+    root = tmp_path / "raters"
+    _pngs(root, raters=2)
+    code, out, err = cli(capsys, "data", "init", str(root))
+    assert code == 0, err
+    assert "raters      rater1 = raters/r0, rater2 = raters/r1" in out
+    manifest = json.loads((root / "lusbench.json").read_text())
+    assert manifest["confidence_scale"] == 2 and manifest["classes"] == ["b_lines"]
+    code, out, err = cli(capsys, "data", "validate", str(root))
+    assert code == 0, err
+    assert "2 rater(s) per frame" in out
+
+
+def test_validate_lists_every_problem_and_export_writes_nothing(tmp_path, own_cache):
+    root = tmp_path / "bad"
+    _pngs(root)
+    assert run_cli("data", "init", str(root), "--scale", "4", env=own_cache).returncode == 0
+    (root / "images" / "p1_v1_z1.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    proc = run_cli("data", "validate", str(root), env=own_cache)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = proc.stderr.splitlines()
+    assert lines[-1] == f"lusbench data: error: dataset folder {root}: 6 problems (listed above)"
+    # The broken image, and the maps at level 10 on a scale of 4 of the 5 other frames: each one line naming the
+    # table, the line and the file.
+    assert sum(f"{root}/frames.csv:" in line and "lie outside the declared scale 0..4" in line for line in lines) == 5
+    assert any(line.startswith(f"{root}/frames.csv:4: frame 'p1_v1_z1': image 'images/p1_v1_z1.png': not a readable image")
+               for line in lines)
+    out = tmp_path / "copy"
+    proc = run_cli("data", "export", str(root), "--out", str(out), env=own_cache)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "and 5 more problems" in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad"]  # no folder, no temporary, no cache entry
+
+
+def test_export_to_a_folder_then_validate_and_load_gives_the_same_arrays(tmp_path, capsys, own_cache):
+    out = tmp_path / "exported"
+    code, stdout, stderr = cli(capsys, "data", "export", SMALL + ",raters=2", "--out", str(out))
+    assert code == 0, stderr
+    assert stdout.startswith(f"wrote {out}: 12 frames, ")
+    code, stdout, stderr = cli(capsys, "data", "validate", f"folder:{out}")
+    assert code == 0 and "2 rater(s) per frame, true masks: yes" in stdout
+    expected = load_plugins().datasets.create(SMALL + ",raters=2")
+    assert load_plugins().datasets.create(f"folder:{out}").content_hash() == expected.content_hash()
+    code, _, stderr = cli(capsys, "data", "export", SMALL, "--out", str(out))
+    assert code == 2 and "exists and is not empty (--force replaces an existing folder dataset)" in stderr
+    code, _, stderr = cli(capsys, "data", "export", SMALL, "--out", str(out), "--force")
+    assert code == 0, stderr
+    assert load_plugins().datasets.create(f"folder:{out}").rater_masks is None
+    code, _, stderr = cli(capsys, "data", "export", SMALL, "--out", str(tmp_path / "as-npz"), "--format", "npz")
+    assert code == 0 and np.load(tmp_path / "as-npz")["images"].shape == (12, 32, 32)

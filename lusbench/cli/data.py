@@ -1,23 +1,28 @@
-"""``lusbench data``: look at, check and export any registered dataset.
+"""``lusbench data``: scaffold, look at, check and export datasets, registered ones or folders on disk.
 
-- ``lusbench data preview SPEC --out preview.png``: a montage of frames across severities, each with its
-  confidence overlay and its true masks.
-- ``lusbench data validate SPEC``: build the dataset, check it, print a one-screen summary.
-- ``lusbench data export SPEC --out FILE.npz``: every array of the dataset in one compressed npz, written
-  atomically (layout in docs/cli/data.md).
+- ``lusbench data init PATH``: write the manifest and tables of a folder dataset from a folder of images and
+  confidence maps or per-rater masks (docs/data-format.md), for the user to edit.
+- ``lusbench data preview SPEC --out preview.png``: a montage of frames across severities: the frame, each
+  class's confidence on a colour scale with its colour bar, and the true masks.
+- ``lusbench data validate SPEC``: build the dataset, check it, print a one-screen summary; for a folder, every
+  problem with its file and line.
+- ``lusbench data export SPEC --out DIR``: any dataset in the folder format (or, ``--out FILE.npz``, one
+  compressed npz); written to a temporary name and renamed, so nothing is half-written.
 
-numpy and matplotlib are imported inside the handlers so that building the CLI stays instant.
+Wherever a spec is taken, a path to a folder dataset works too (``data validate ./my-lus`` is
+``folder:./my-lus``). numpy and matplotlib are imported inside the handlers so that building the CLI stays instant.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from lusbench.errors import UserError
-from lusbench.fileio import atomic_write_bytes, atomic_write_npz
+from lusbench.fileio import atomic_write_bytes, atomic_write_npz, atomic_write_text
 
 if TYPE_CHECKING:
     import numpy as np
@@ -28,32 +33,83 @@ if TYPE_CHECKING:
 CLASS_COLOURS = ("#ffd400", "#00d5ff", "#ff3df2", "#ff8c00", "#3d7bff", "#7dff3d", "#ff4040")
 
 
+SPEC_HELP = "dataset spec (synthetic-lus:size=64, folder:PATH) or the path of a folder dataset"
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("data", help="preview, validate or export a dataset",
-                       description="Preview, validate or export any registered dataset (e.g. synthetic-lus:size=64).")
+    p = sub.add_parser("data", help="scaffold, preview, validate or export a dataset",
+                       description="Scaffold a folder dataset, or preview, validate or export any dataset: a registered "
+                                   "one (e.g. synthetic-lus:size=64) or a folder (docs/data-format.md).")
     actions = p.add_subparsers(dest="data_command", metavar="ACTION")
     actions.required = True
 
-    preview = actions.add_parser("preview", help="save a montage of frames with confidence overlays and true masks",
-                                 description="Save a PNG montage: frames across severities, their expert confidence "
-                                             "overlaid, and their true masks where the dataset has them.")
-    preview.add_argument("spec", metavar="DATASET_SPEC", help="dataset spec, e.g. synthetic-lus or synthetic-lus:size=64")
+    init = actions.add_parser("init", help="write the manifest and tables of a folder dataset from its images and maps",
+                              description="Scan PATH/images and PATH/confidence/<class>/ (or PATH/raters/<rater>/<class>/) "
+                                          "and write lusbench.json, frames.csv, visits.csv and patients.csv for you to "
+                                          "edit. Existing files are kept unless --force.")
+    init.add_argument("path", type=Path, metavar="PATH", help="the dataset folder")
+    init.add_argument("--images", default="images", metavar="DIR", help="folder of the frames, inside PATH (default images)")
+    init.add_argument("--confidence", default="confidence", metavar="DIR",
+                      help="folder of per-class confidence maps DIR/<class>/<frame>.png, inside PATH (default confidence)")
+    init.add_argument("--raters", default="raters", metavar="DIR",
+                      help="folder of per-rater masks DIR/<rater>/<class>/<frame>.png, inside PATH (default raters)")
+    init.add_argument("--true", default="true", metavar="DIR",
+                      help="folder of true masks DIR/<class>/<frame>.png, inside PATH, if any (default true)")
+    init.add_argument("--classes", metavar="A,B,...", help="class names in channel order (default: the class folders)")
+    init.add_argument("--scale", type=int, metavar="N",
+                      help="confidence scale: the pixel value of 100%% confidence (required with confidence maps; "
+                           "default with rater masks: the number of raters)")
+    init.add_argument("--pattern", metavar="REGEX",
+                      help="regular expression with named groups patient, visit, zone, matched against each frame's "
+                           "name (default: p<N>, v<N>, z<N> anywhere in the name, e.g. p12_v1_z3)")
+    init.add_argument("--name", metavar="NAME", help="dataset name in the manifest (default: the folder's name)")
+    init.add_argument("--force", action="store_true", help="overwrite existing manifest and tables")
+    init.set_defaults(func=run_init)
+
+    preview = actions.add_parser("preview", help="save a montage of frames with confidence on a colour scale and true masks",
+                                 description="Save a PNG montage: frames across severities, each class's expert "
+                                             "confidence on a colour scale (with its colour bar), and the true masks "
+                                             "where the dataset has them.")
+    preview.add_argument("spec", metavar="DATASET", help=SPEC_HELP)
     preview.add_argument("--out", required=True, type=Path, metavar="PNG", help="image file to write")
     preview.add_argument("--frames", type=int, default=6, metavar="N", help="frames in the montage (default 6)")
     preview.set_defaults(func=run_preview)
 
     validate = actions.add_parser("validate", help="build a dataset, check it and print a summary",
                                   description="Build the dataset, check its arrays and clinical tables, and print a "
-                                              "summary. Exit 2 with a one-line error if it is invalid.")
-    validate.add_argument("spec", metavar="DATASET_SPEC", help="dataset spec")
+                                              "summary. For a folder dataset every problem is listed, one line each with "
+                                              "its file and line. Exit 2 if there is any.")
+    validate.add_argument("spec", metavar="DATASET", help=SPEC_HELP)
     validate.set_defaults(func=run_validate)
 
-    export = actions.add_parser("export", help="write every array of a dataset to one compressed .npz",
-                                description="Write every array of the dataset to one compressed .npz file (written "
-                                            "to a temporary file, then renamed). Layout: docs/cli/data.md.")
-    export.add_argument("spec", metavar="DATASET_SPEC", help="dataset spec")
-    export.add_argument("--out", required=True, type=Path, metavar="NPZ", help="file to write")
+    export = actions.add_parser("export", help="write a dataset as a folder dataset (or one .npz)",
+                                description="Write the dataset in the folder format (docs/data-format.md), or every "
+                                            "array to one compressed .npz; written under a temporary name, then "
+                                            "renamed. Layouts: docs/cli/data.md.")
+    export.add_argument("spec", metavar="DATASET", help=SPEC_HELP)
+    export.add_argument("--out", required=True, type=Path, metavar="PATH", help="folder (or .npz file) to write")
+    export.add_argument("--format", choices=("folder", "npz"), default=None,
+                        help="folder or npz (default: npz if --out ends in .npz, else folder)")
+    export.add_argument("--force", action="store_true", help="replace an existing folder dataset at --out")
     export.set_defaults(func=run_export)
+
+
+def dataset_spec(text: str) -> str:
+    """``text`` as a dataset spec: a path to a folder (one holding a ``/``, or an existing directory not named like
+    a registered dataset's spec) becomes ``folder:PATH``."""
+    name = text.partition(":")[0]
+    if "/" in name or name in (".", "..") or (Path(text).is_dir() and ":" not in text and not _registered(name)):
+        if any(c in text for c in ",\"'\\"):
+            # Quoted as lusbench.api.specs reads it: a comma would otherwise split the path into arguments.
+            text = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return f"folder:{text}"
+    return text
+
+
+def _registered(name: str) -> bool:
+    from lusbench.api.plugins import load_plugins
+
+    return name in load_plugins().datasets.names()
 
 
 def load_dataset(args: argparse.Namespace) -> LUSDataset:
@@ -61,19 +117,21 @@ def load_dataset(args: argparse.Namespace) -> LUSDataset:
     from lusbench.api.plugins import load_plugins
     from lusbench.data.dataset import LUSDataset
 
-    dataset = load_plugins(args.plugins).datasets.create(args.spec, label="dataset")
+    spec = dataset_spec(args.spec)
+    dataset = load_plugins(args.plugins).datasets.create(spec, label="dataset")
     if not isinstance(dataset, LUSDataset):
-        raise UserError(f"dataset '{args.spec}': the factory returned {type(dataset).__name__}, not a LUSDataset")
+        raise UserError(f"dataset '{spec}': the factory returned {type(dataset).__name__}, not a LUSDataset")
     problem = find_problem(dataset)
     if problem:
-        raise UserError(f"dataset '{args.spec}' is invalid: {problem}")
+        raise UserError(f"dataset '{spec}' is invalid: {problem}")
     return dataset
 
 
 def find_problem(dataset: LUSDataset) -> str | None:
     """The first inconsistency between the arrays and the clinical tables, or None.
 
-    The array shapes and dtypes were checked when the LUSDataset was built; this checks what they mean.
+    The array shapes and dtypes were checked when the LUSDataset was built; this checks what they mean. A NaN
+    clinical value is an unknown one (the tasks leave its row out), so only known values are checked.
     """
     import numpy as np
 
@@ -99,11 +157,13 @@ def find_problem(dataset: LUSDataset) -> str | None:
         if missing.size:
             return f"clinical table 'patients' has no row for patient {missing[0]}"
         for column in ("sf_change", "readmission_30d"):
-            if column in dataset.patients and not np.isin(dataset.patients[column], (0, 1)).all():
+            values = np.asarray(dataset.patients.get(column, []), dtype=float)
+            if not np.isin(values[~np.isnan(values)], (0, 1)).all():
                 return f"clinical column 'patients.{column}' must be 0 or 1"
     if dataset.has_column("visits", "sf_ratio"):
         sf = np.asarray(dataset.visits["sf_ratio"], dtype=float)
-        if not np.isfinite(sf).all() or sf.min() <= 0:
+        known = sf[~np.isnan(sf)]
+        if not np.isfinite(known).all() or (known.size and known.min() <= 0):
             return "clinical column 'visits.sf_ratio' must be finite and positive"
     return None
 
@@ -130,36 +190,50 @@ def run_preview(args: argparse.Namespace) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
-    from matplotlib.colors import to_rgb
+    from matplotlib.colors import BoundaryNorm, to_rgb
     from matplotlib.patches import Patch
 
     frames = pick_frames(dataset, args.frames)
     colours = np.array([to_rgb(CLASS_COLOURS[k % len(CLASS_COLOURS)]) for k in range(dataset.n_classes)])
-    rows = [("B-mode", None), ("expert confidence", "confidence")]
+    scale = dataset.confidence_scale
+    # Confidence is a quantity, so it gets a colour scale (one colour per level, with a colour bar), one row per
+    # class; the true masks are categories, so they get the class colours. The two rows cannot be confused.
+    cmap = plt.get_cmap("viridis", scale + 1)
+    norm = BoundaryNorm(np.arange(-0.5, scale + 1), scale + 1)
+    rows: list[tuple[str, int | None]] = [("B-mode", None)]
+    rows += [(f"confidence:\n{name}", k) for k, name in enumerate(dataset.classes)]
     if dataset.true_masks is not None:
-        rows.append(("true masks", "truth"))
-    fig, axes = plt.subplots(len(rows), len(frames), figsize=(2.3 * len(frames), 2.4 * len(rows) + 0.6), squeeze=False)
+        rows.append(("true masks", -1))
+    fig, axes = plt.subplots(len(rows), len(frames), figsize=(2.1 * len(frames) + 1.4, 2.1 * len(rows) + 0.8),
+                             squeeze=False, layout="constrained")
+    shown = None
     for col, i in enumerate(frames):
         grey = dataset.images[i].astype(np.float32) / 255.0
         for row, (label, layer) in enumerate(rows):
             ax = axes[row, col]
             if layer is None:
                 ax.imshow(grey, cmap="gray", vmin=0.0, vmax=1.0)
+            elif layer >= 0:
+                # The frame dimmed underneath; unlabelled pixels (level 0) are left transparent to show it.
+                ax.imshow(grey * 0.6, cmap="gray", vmin=0.0, vmax=1.0)
+                levels = dataset.confidence[i, layer]
+                shown = ax.imshow(np.ma.masked_equal(levels, 0), cmap=cmap, norm=norm, interpolation="nearest")
             else:
-                if layer == "confidence":
-                    weight = dataset.confidence[i].astype(np.float32) / dataset.confidence_scale
-                else:
-                    weight = dataset.true_masks[i].astype(np.float32)
-                ax.imshow(_overlay(grey, weight, colours))
+                ax.imshow(_overlay(grey, dataset.true_masks[i].astype(np.float32), colours))
             ax.set_xticks([])
             ax.set_yticks([])
             if col == 0:
-                ax.set_ylabel(label)
+                ax.set_ylabel(label, fontsize=9)
         axes[0, col].set_title(_frame_title(dataset, i), fontsize=9)
-    handles = [Patch(color=colours[k], label=name) for k, name in enumerate(dataset.classes)]
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, fontsize=9)
-    fig.suptitle(f"{dataset.name}: {dataset.n_frames} frames; overlay opacity = confidence", fontsize=10)
-    fig.tight_layout(rect=(0, 0.05, 1, 0.97))
+    bar = fig.colorbar(shown, ax=axes[1:1 + dataset.n_classes, :].ravel().tolist(), shrink=0.9, aspect=40,
+                       ticks=range(scale + 1))
+    bar.ax.set_yticklabels([f"{j / scale:.0%}" for j in range(scale + 1)], fontsize=8)
+    bar.set_label(f"expert confidence (level / {scale}); unlabelled pixels show the frame", fontsize=9)
+    if dataset.true_masks is not None:
+        handles = [Patch(color=colours[k], label=name) for k, name in enumerate(dataset.classes)]
+        fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False, fontsize=9,
+                   title="true masks", title_fontsize=9)
+    fig.suptitle(f"{dataset.name}: {dataset.n_frames} frames", fontsize=10)
     png = io.BytesIO()
     fig.savefig(png, format="png", dpi=100)
     plt.close(fig)
@@ -169,7 +243,7 @@ def run_preview(args: argparse.Namespace) -> int:
 
 
 def _overlay(grey: np.ndarray, weight: np.ndarray, colours: np.ndarray) -> np.ndarray:
-    """RGB image: grey frame, with each class's colour blended in at opacity ``weight`` (K, H, W)."""
+    """RGB image: grey frame, with each class's colour blended in where ``weight`` (K, H, W) is 1."""
     import numpy as np
 
     out = np.repeat(grey[:, :, None] * 0.7, 3, axis=2)
@@ -187,7 +261,17 @@ def _frame_title(dataset: LUSDataset, i: int) -> str:
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    dataset = load_dataset(args)
+    from lusbench.data.folder import FolderDatasetError
+
+    try:
+        dataset = load_dataset(args)
+    except FolderDatasetError as exc:
+        # Every problem, one line each, so that a dataset is fixed in one pass rather than one error at a time.
+        for problem in exc.problems:
+            print(f"{Path(exc.root) / problem.file}{'' if problem.line is None else f':{problem.line}'}: {problem.message}",
+                  file=sys.stderr)
+        count = len(exc.problems)
+        raise UserError(f"dataset folder {exc.root}: {count} problem{'s' if count > 1 else ''} (listed above)") from None
     for line in summary_lines(dataset):
         print(line)
     print("valid")
@@ -200,7 +284,9 @@ def summary_lines(dataset: LUSDataset) -> list[str]:
 
     h, w = dataset.image_shape
     raters = 1 if dataset.rater_masks is None else dataset.rater_masks.shape[1]
-    size = sum(a.nbytes for a in _arrays(dataset).values()) / 2**20
+    from lusbench.data.folder.layout import dataset_arrays
+
+    size = sum(a.nbytes for a in dataset_arrays(dataset).values()) / 2**20
     lines = [
         f"dataset     {dataset.name}",
         f"frames      {dataset.n_frames} images {h}x{w} uint8, {len(np.unique(dataset.patient))} patients, "
@@ -238,44 +324,45 @@ def _describe(column: str, values: np.ndarray) -> str:
 
     if values.dtype.kind not in "biuf":
         return column
-    if values.dtype.kind in "biu" and np.isin(values, (0, 1)).all():
-        return f"{column} ({values.mean():.0%} = 1)"
-    return f"{column} (mean {values.mean():.4g}, {values.min():.4g}..{values.max():.4g})"
-
-
-def _arrays(dataset: LUSDataset) -> dict[str, Any]:
-    """Every array of the dataset under its npz key (layout documented in docs/cli/data.md)."""
-    import numpy as np
-
-    arrays: dict[str, Any] = {
-        "name": np.array(dataset.name),
-        "classes": np.array(dataset.classes),
-        "confidence_scale": np.array(dataset.confidence_scale, dtype=np.int64),
-        "images": dataset.images,
-        "confidence": dataset.confidence,
-        "patient": dataset.patient,
-        "visit": dataset.visit,
-        "zone": dataset.zone,
-    }
-    if dataset.true_masks is not None:
-        arrays["true_masks"] = dataset.true_masks
-    if dataset.rater_masks is not None:
-        arrays["rater_masks"] = dataset.rater_masks
-    for table in ("visits", "patients"):
-        for column, values in (getattr(dataset, table) or {}).items():
-            arrays[f"{table}.{column}"] = np.asarray(values)
-    for column, values in dataset.frame_info.items():
-        arrays[f"frame_info.{column}"] = np.asarray(values)
-    return arrays
+    known = values[~np.isnan(values)] if values.dtype.kind == "f" else values
+    unknown = f", {len(values) - len(known)} unknown" if len(known) < len(values) else ""
+    if not len(known):
+        return f"{column} (all unknown)"
+    if np.isin(known, (0, 1)).all():
+        return f"{column} ({known.mean():.0%} = 1{unknown})"
+    return f"{column} (mean {known.mean():.4g}, {known.min():.4g}..{known.max():.4g}{unknown})"
 
 
 def run_export(args: argparse.Namespace) -> int:
+    fmt = args.format or ("npz" if args.out.suffix.lower() == ".npz" else "folder")
     _check_parent(args.out)
     dataset = load_dataset(args)
-    arrays = _arrays(dataset)
-    atomic_write_npz(args.out, arrays)
-    size = args.out.stat().st_size / 2**20
-    print(f"wrote {args.out}: {dataset.n_frames} frames, {len(arrays)} arrays, {size:.1f} MiB")
+    if fmt == "npz":
+        from lusbench.data.folder.layout import dataset_arrays
+
+        arrays = dataset_arrays(dataset)
+        atomic_write_npz(args.out, arrays)
+        size = args.out.stat().st_size / 2**20
+        print(f"wrote {args.out}: {dataset.n_frames} frames, {len(arrays)} arrays, {size:.1f} MiB")
+        return 0
+    from lusbench.data.folder.export import export_folder
+
+    files = export_folder(dataset, args.out, force=args.force)
+    print(f"wrote {args.out}: {dataset.n_frames} frames, {files} files (folder format: lusbench data validate {args.out})")
+    return 0
+
+
+def run_init(args: argparse.Namespace) -> int:
+    from lusbench.data.folder.scaffold import scaffold
+
+    result = scaffold(args.path, images=args.images, confidence=args.confidence, raters=args.raters, true=args.true,
+                      classes=args.classes.split(",") if args.classes else None, scale=args.scale, pattern=args.pattern,
+                      name=args.name, force=args.force)
+    for path, text in result.files.items():
+        atomic_write_text(path, text)
+    for line in result.report:
+        print(line)
+    print(f"wrote {', '.join(p.name for p in result.files)} in {args.path}: edit them, then lusbench data validate {args.path}")
     return 0
 
 
