@@ -388,3 +388,31 @@ def test_the_folder_plugin_prints_notices_and_checks_its_size_argument(tmp_path,
     with pytest.raises(UserError, match=r"dataset folder .*: frames.csv:2: frame 'f0': image 'images/f0.png': file .* does "
                                         r"not exist \(and 3 more problems: lusbench data validate"):
         datasets.create(f"folder:{root}")
+
+
+def test_the_worked_example_of_the_format_page_loads_as_described(tmp_path):
+    import re
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "data-format.md").read_text()
+    root = tmp_path / "my-lus"
+    (root / "confidence/b_lines").mkdir(parents=True)
+    (root / "confidence/effusion").mkdir(parents=True)
+    (root / MANIFEST_FILE).write_text(re.search(r"```json\n(.*?)```", page, re.S).group(1))
+    tables = re.findall(r"```\n(frame,.*?|patient,visit.*?|patient,readmission.*?)```", page, re.S)
+    for name, text in zip(["frames.csv", "visits.csv", "patients.csv"], tables, strict=True):
+        (root / name).write_text(text)
+    rng = np.random.default_rng(0)
+    for name in ("p1_v1_z1", "p1_v2_z1"):
+        write_png(root / f"images/{name}.png", rng.integers(0, 255, (160, 200), dtype=np.uint8))
+        write_png(root / f"confidence/b_lines/{name}.png", np.full((160, 200), 7, np.uint8))
+    pytest.importorskip("pydicom")
+    _dicom(root / "images/p2_v1_z1.dcm", rng.integers(0, 4096, (6, 160, 200)).astype(np.uint16), bits=12)
+    write_png(root / "confidence/effusion/p2_v1_z1.png", np.full((160, 200), 10, np.uint8))
+    got = load_folder(root).dataset
+    # "3 frames of 128x128, 2 classes, confidence scale 10; patient 1's S/F ratio rose from 230 to 452, so its
+    # sf_change is 1; patient 2 has a single visit, so its sf_change is unknown"
+    assert got.images.shape == (3, 128, 128) and got.classes == ("b_lines", "effusion") and got.confidence_scale == 10
+    assert got.visits["sf_ratio"].tolist() == [230, 452, 310]
+    assert got.patients["sf_change"][0] == 1 and np.isnan(got.patients["sf_change"][1])
+    assert got.frame_info["probe"].tolist() == ["curvilinear", "linear", "curvilinear"]
+    assert not got.confidence[2, 0].any() and (got.confidence[2, 1] == 10).all()
