@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lusbench.api.plugins import Plugins
-from lusbench.data.dataset import TRAINING_FIELDS
 from lusbench.data.folds import patient_folds
 from lusbench.errors import UserError
 from lusbench.evaluate.metricdefs import MetricDef
@@ -34,9 +33,11 @@ from lusbench.results.keys import (
     runtime_parts,
     short_hash,
     task_parts,
+    training_fields,
     training_parts,
 )
 from lusbench.results.store import ResultsStore, run_lock
+from lusbench.train.strategy import check_servable
 
 if TYPE_CHECKING:
     from lusbench.data.dataset import LUSDataset
@@ -64,6 +65,8 @@ def _run(plan: RunPlan, plugins: Plugins, progress: Progress) -> dict[str, Any]:
     height, width = dataset.image_shape
     progress.note(f"dataset {dataset.name}: {dataset.n_frames} frames of {height}x{width}, "
                   f"{len(np.unique(dataset.patient))} patients")
+    for strategy in strategies:
+        check_servable(strategy, dataset)
     try:
         patient_folds(dataset.patient, plan.folds, 0)
     except ValueError as exc:
@@ -153,12 +156,13 @@ def _record_keys(plan: RunPlan, dataset: LUSDataset, resolved: Resolved, tasks: 
     """The manifest's ``keys``: a training key per row, the evaluation key, a key per task, and under ``parts``
     what each was hashed from (stored with every record, so a retrained fold can say what changed)."""
     code = lusbench_code(TRAINING_CODE)
-    data, data_code = dataset.content_hash(TRAINING_FIELDS), plugin_code(dataset)
+    data_code = plugin_code(dataset)
+    data = {fields: dataset.content_hash(fields) for fields in {training_fields(s.obj) for s in resolved.strategies}}
     model = plugin_identity(resolved.model.obj, resolved.model.factory)
     settings = {**train_config.to_json(), "folds": plan.folds, "val_fraction": plan.val_fraction}
     runtime = runtime_parts(device, train_config.amp)
-    train = {s.obj.name: training_parts(data, data_code, model, plugin_identity(s.obj, s.factory), settings, runtime,
-                                        code) for s in resolved.strategies}
+    train = {s.obj.name: training_parts(data[training_fields(s.obj)], data_code, model, plugin_identity(s.obj, s.factory),
+                                        settings, runtime, code) for s in resolved.strategies}
     train.update({row: reference_parts(row, code) for row in (REFERENCE_EXPERT, REFERENCE_TRUE)})
     evaluation = evaluation_parts(dataset, data_code, plan.eval_threshold)
     evaluation_key = short_hash(evaluation)
