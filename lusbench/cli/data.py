@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lusbench.cli import data_sensitivity
 from lusbench.errors import UserError
 from lusbench.fileio import atomic_write_bytes, atomic_write_npz, atomic_write_text
 
@@ -92,6 +93,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         help="folder or npz (default: npz if --out ends in .npz, else folder)")
     export.add_argument("--force", action="store_true", help="replace an existing folder dataset at --out")
     export.set_defaults(func=run_export)
+    data_sensitivity.add_parser(actions, load_dataset)
 
 
 def dataset_spec(text: str) -> str:

@@ -14,7 +14,7 @@ from importlib import import_module
 from lusbench import __version__
 from lusbench.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, UserError, exception_summary
 
-COMMANDS = ("run", "leaderboard", "check", "report", "plugins", "data")
+COMMANDS = ("run", "leaderboard", "check", "report", "plugins", "data", "strategies", "store")
 
 
 class OneLineParser(argparse.ArgumentParser):
