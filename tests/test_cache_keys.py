@@ -74,7 +74,7 @@ def _trained(lines: list[str]) -> list[str]:
 
 
 def _dice(doc: dict) -> dict[str, float]:
-    return {row["strategy"]: row["metrics"]["dice"]["mean"] for row in doc["rows"] if not row["reference"]}
+    return {row["strategy"]: row["metrics"]["dice"]["mean"] for row in doc["rows"] if not row["label_row"]}
 
 
 def _write_package(root: Path, name: str, files: dict[str, str]) -> Path:
