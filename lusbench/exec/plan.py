@@ -36,6 +36,7 @@ class RunPlan:
     reference: str | None
     force: bool = False
     primary_metric: str | None = None  # None: the dataset's (lusbench.evaluate.segmetrics.primary_metric)
+    executor: str = "local"  # --executor: where the cells run (lusbench.exec.executors)
 
 
 class Made(NamedTuple):
