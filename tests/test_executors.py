@@ -88,7 +88,8 @@ def test_executor_specs_and_threads_per_cell():
 def test_a_bad_executor_is_one_line_and_exit_2_before_any_work(tmp_path):
     proc = run_cli(*CLI_GRID, "--strategy", "soft", "--out", str(tmp_path / "run"), "--executor", "process:0")
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "lusbench run: error: --executor 'process:0': process workers must be a positive integer, got '0'"
+    assert proc.stderr.strip() == ("lusbench run: error: --executor 'process:0': process workers must be a positive "
+                                   "integer, got '0'")
     assert not (tmp_path / "run").exists()
 
 

@@ -6,12 +6,14 @@ import numpy as np
 import pytest
 import torch
 
+from lusbench.data.confidence import binarize
 from lusbench.data.dataset import LUSDataset
 from lusbench.errors import UserError
 from lusbench.train import engine as training
 from lusbench.train.augment import augment_batch
+from lusbench.train.strategy import LabelStrategy
 from lusbench_builtins.models import unet
-from lusbench_builtins.strategies import soft, threshold, weighted
+from lusbench_builtins.strategies import random_rater, soft, stochastic_threshold, threshold, weighted
 
 SIZE = 32
 CPU = torch.device("cpu")
@@ -128,7 +130,7 @@ def test_early_stopping_selects_the_best_epoch_after_the_warm_up(data):
     assert len(val) - 1 - trained.best_epoch == 2
     assert not trained.model.training
     batches = torch.as_tensor(val_idx).split(8)
-    again = training._validation_loss(trained.model, strategy, images, flipped, batches, False, False)
+    again = training._validation_loss(trained.model, strategy, images, flipped, None, batches, False, None, 0)
     assert again == pytest.approx(val[trained.best_epoch], rel=1e-5)
 
 
@@ -179,7 +181,8 @@ def test_augmentation_is_seeded_and_moves_labels_with_the_image():
     a = augment_batch(images, confidence, torch.Generator().manual_seed(1))
     b = augment_batch(images, confidence, torch.Generator().manual_seed(1))
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
-    aug_images, aug_conf = a
+    aug_images, aug_conf, no_raters = a
+    assert no_raters is None
     flipped = [bool(torch.equal(aug_conf[i], confidence[i].flip(-1))) for i in range(16)]
     assert 0 < sum(flipped) < 16
     for i in range(16):
@@ -188,6 +191,12 @@ def test_augmentation_is_seeded_and_moves_labels_with_the_image():
         assert torch.allclose(ratio, ratio.flatten()[0], atol=1e-3)  # gain and offset only, no spatial change
         assert torch.equal(aug_conf[i], confidence[i].flip(-1) if flipped[i] else confidence[i])
     assert aug_images.min() >= 0 and aug_images.max() <= 1
+    # Rater masks move with the image, and passing them changes no draw.
+    raters = torch.rand(16, 3, 5, 8, 8) < 0.5
+    with_raters = augment_batch(images, confidence, torch.Generator().manual_seed(1), raters)
+    assert torch.equal(with_raters[0], aug_images) and torch.equal(with_raters[1], aug_conf)
+    for i in range(16):
+        assert torch.equal(with_raters[2][i], raters[i].flip(-1) if flipped[i] else raters[i])
     assert not math.isclose(float((aug_images - images).abs().max()), 0.0)
 
 
@@ -217,3 +226,46 @@ def test_non_finite_probabilities_are_refused(data):
         next(model.parameters()).fill_(float("nan"))
     with pytest.raises(TrainingDiverged, match="non-finite probabilities"):
         training.predict_probs(model, images, val_idx, 8)
+
+
+class _RecordingRaterStrategy(LabelStrategy):
+    """A rater strategy that records, per batch, whether each rater mask still matches the (augmented) confidence."""
+
+    name = "recording"
+    needs_raters = True
+    stochastic = True
+
+    def __init__(self):
+        self.matches = []
+
+    def targets(self, confidence, *, raters, generator):
+        levels = torch.stack([binarize(confidence, t) for t in (0.3, 0.5, 0.7)], 1)
+        self.matches.append(bool(torch.equal(raters, levels)))
+        return raters[:, 1].float(), None
+
+
+def _rater_data(data):
+    confidence = data[1]
+    return torch.stack([binarize(confidence, t) for t in (0.3, 0.5, 0.7)], 1)  # (N, 3, K, H, W), as the levels
+
+
+def test_rater_strategies_see_each_batchs_raters_augmented_with_it(data):
+    images, confidence, train_idx, val_idx = data
+    strategy = _RecordingRaterStrategy()
+    training.train_model(unet(), strategy, images, confidence, train_idx, val_idx, config(epochs=2), seed=0,
+                         device=CPU, raters=_rater_data(data))
+    # 4 training batches and 1 validation batch per epoch; a mask not flipped with its frame would not match
+    assert len(strategy.matches) == 10 and all(strategy.matches)
+    with pytest.raises(ValueError, match="needs rater masks"):
+        training.train_model(unet(), strategy, images, confidence, train_idx, val_idx, config(epochs=1), seed=0,
+                             device=CPU)
+
+
+@pytest.mark.parametrize("make", [lambda: random_rater(), lambda: stochastic_threshold("0.3", "0.7")])
+def test_random_strategies_are_reproducible_from_the_seed(data, make):
+    images, confidence, train_idx, val_idx = data
+    runs = [training.train_model(unet(), make(), images, confidence, train_idx, val_idx, config(epochs=2), seed=seed,
+                                 device=CPU, raters=_rater_data(data)) for seed in (5, 5, 6)]
+    weights = [torch.cat([p.flatten() for p in r.model.parameters()]) for r in runs]
+    assert torch.equal(weights[0], weights[1]) and not torch.equal(weights[0], weights[2])
+    assert runs[0].history[-1]["val_loss"] == runs[1].history[-1]["val_loss"]

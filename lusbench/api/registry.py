@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from lusbench.api.specs import parse_spec
+from lusbench.api.specs import expand_spec, parse_spec
 from lusbench.errors import PluginError, UserError, exception_summary
 
 KINDS = ("label_strategies", "datasets", "models", "downstream_tasks", "executors")
@@ -67,6 +67,19 @@ class Registry:
 
     def entries(self) -> list[Entry]:
         return [self._entries[n] for n in self.names()]
+
+    def expand(self, text: str, label: str | None = None) -> list[tuple[str, str | None]]:
+        """The specs ``text`` stands for once its sweeps ``A..B/STEP`` are written out (:func:`expand_spec`), each
+        with the label :meth:`create` should name it by: None for a spec without a sweep, else one that shows the
+        expansion (``--strategy threshold:0.5..1/0.1 expands to``). A bad range is a one-line UserError."""
+        flag = label or FLAGS[self.kind]
+        try:
+            specs = expand_spec(text)
+        except ValueError as exc:
+            raise UserError(f"{flag} '{text}': {exc}") from None
+        if specs == [text.strip()]:
+            return [(specs[0], label)]
+        return [(spec, f"{flag} {text.strip()} expands to") for spec in specs]
 
     def create(self, text: str, label: str | None = None) -> Any:
         """Parse a spec and call its factory; every failure is a one-line UserError naming the spec.

@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from lusbench.api.plugins import Plugins
     from lusbench.data.dataset import LUSDataset
 
+# What a worker's dataset must equal the driver's in: every field any strategy trains from.
+CELL_FIELDS = (*TRAINING_FIELDS, "rater_masks")
+
 # The epoch callback of an in-process cell: (epoch, stats).
 EpochCallback = Callable[[int, dict[str, float]], None]
 
@@ -42,6 +45,7 @@ class CellContext:
     data_hash: str
     images: Any
     confidence: Any
+    raters: Any  # the rater masks on the device, None for a dataset without
     on_epoch: Callable[[dict[str, Any], int, dict[str, float]], None] | None = None
 
 
@@ -53,7 +57,7 @@ def cell_base(plugins: Plugins, dataset_spec: str, dataset: LUSDataset, model_sp
               train: dict[str, Any], device: str, threads: int) -> dict[str, Any]:
     """The part of a cell configuration every cell of a run shares."""
     return {**warm_up_config(plugins, dataset_spec, model_spec, train["normalize"], device), "train": train,
-            "data_hash": dataset.content_hash(TRAINING_FIELDS), "model_name": model_name, "threads": threads}
+            "data_hash": dataset.content_hash(CELL_FIELDS), "model_name": model_name, "threads": threads}
 
 
 def warm_up_config(plugins: Plugins, dataset_spec: str, model_spec: str, normalize: str, device: str) -> dict[str, Any]:
@@ -105,14 +109,17 @@ def worker_context(config: dict[str, Any]) -> CellContext:
     key = context_key(config)
     context = _CONTEXTS.get(key)
     if context is None:
+        import torch
+
         from lusbench.train import engine as training
 
         plugins = _load_plugins(config)
         dataset = plugins.datasets.create(config["dataset"])
-        images, confidence = training.dataset_tensors(dataset, training.resolve_device(config["device"]),
-                                                      config["train"]["normalize"])
-        context = _CONTEXTS[key] = CellContext(plugins, dataset, dataset.content_hash(TRAINING_FIELDS), images,
-                                               confidence)
+        device = training.resolve_device(config["device"])
+        images, confidence = training.dataset_tensors(dataset, device, config["train"]["normalize"])
+        raters = None if dataset.rater_masks is None else torch.from_numpy(dataset.rater_masks).to(device)
+        context = _CONTEXTS[key] = CellContext(plugins, dataset, dataset.content_hash(CELL_FIELDS), images, confidence,
+                                               raters)
     if "data_hash" in config and context.data_hash != config["data_hash"]:
         raise UserError(f"--dataset {config['dataset']}: built on worker {socket.gethostname()} it differs from the "
                         f"driver's (content {context.data_hash} != {config['data_hash']}); a dataset must be the same "
@@ -165,7 +172,7 @@ def run_cell(config: dict[str, Any]) -> dict[str, Any]:
     try:
         trained = training.train_model(builder, strategy, context.images, context.confidence, fit_idx, val_idx,
                                        train_config, seed=config["cell_seed"], device=device, on_epoch=on_epoch,
-                                       val_patients=config["val_patients"])
+                                       val_patients=config["val_patients"], raters=context.raters)
         probs = training.predict_probs(trained.model, context.images, test_idx, train_config.batch_size,
                                        training.amp_dtype(device, train_config.amp))
     except TrainingDiverged as exc:

@@ -77,7 +77,7 @@ class Grid:
         if todo:
             check_model(self.builder, images[:2], self.dataset.n_classes)
             for strategy in dict.fromkeys(s for s, _, _ in todo):
-                check_strategy(strategy, confidence[:8])
+                check_strategy(strategy, confidence[:8], None if raters is None else raters[:8])
             self._train_cells(todo, images, confidence, true_masks, raters)
         if unevaluated:
             self.progress.note(f"evaluating {len(unevaluated)} stored folds from their out-of-fold probabilities")
@@ -100,7 +100,7 @@ class Grid:
                            description=f"[{done + 1}/{len(todo)}] {cell_label(config)} epoch {epoch + 1}")
 
             # An in-process executor trains on the driver's own dataset and tensors, with per-epoch progress.
-            context = CellContext(self.plugins, self.dataset, self.cell_base["data_hash"], images, confidence, on_epoch)
+            context = CellContext(self.plugins, self.dataset, self.cell_base["data_hash"], images, confidence, raters, on_epoch)
             with driver_context(configs[0], context) if self.executor.in_process else nullcontext():
                 for result in self.executor.map(run_cell, configs):
                     done += 1

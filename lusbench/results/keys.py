@@ -3,8 +3,9 @@
 A **trained fold** (strategy x seed x fold) is keyed by everything that can change its weights, and nothing
 else (:func:`training_parts`):
 
-- the dataset's content: a hash of the fields training reads (:data:`lusbench.data.dataset.TRAINING_FIELDS`),
-  not its name, so a file replaced at the same path retrains; and the source of the dataset's class when a
+- the dataset's content: a hash of the fields training reads (:data:`lusbench.data.dataset.TRAINING_FIELDS`,
+  plus the rater masks for a strategy that trains on them: :func:`training_fields`), not its name, so a file
+  replaced at the same path retrains; and the source of the dataset's class when a
   plugin subclasses ``LUSDataset`` (the code that *made* the dataset is not needed: its output is hashed);
 - the model and the strategy: their names, the bytes of every file they name by a :class:`~pathlib.Path`
   attribute (a model's ``weights=`` file), and the source of the plugin package that defines each of them
@@ -40,6 +41,7 @@ from types import FunctionType
 from typing import TYPE_CHECKING, Any
 
 from lusbench import __version__
+from lusbench.data.dataset import TRAINING_FIELDS
 from lusbench.results.store import RecordKey
 
 if TYPE_CHECKING:
@@ -140,6 +142,12 @@ def input_files(obj: Any) -> dict[str, str]:
 def plugin_identity(obj: Any, factory: Any) -> dict[str, Any]:
     """A strategy's, model's or task's part of a key: its name, the files it reads, its plugin's source."""
     return {"name": obj.name, "files": input_files(obj), "code": plugin_code(obj, factory)}
+
+
+def training_fields(strategy: Any) -> tuple[str, ...]:
+    """The dataset fields a fold of ``strategy`` is trained from: :data:`TRAINING_FIELDS`, and the rater masks for a
+    strategy that sets ``needs_raters`` (so new rater masks retrain it, and only it)."""
+    return (*TRAINING_FIELDS, "rater_masks") if getattr(strategy, "needs_raters", False) else TRAINING_FIELDS
 
 
 def runtime_parts(device: Any, amp: bool, threads: int | None = None) -> dict[str, Any]:

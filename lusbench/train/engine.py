@@ -24,6 +24,7 @@ import torch
 from lusbench.errors import TrainingDiverged, UserError
 from lusbench.train.augment import augment_batch
 from lusbench.train.config import NORMALIZATIONS, WARMUP_FRACTION, TrainConfig
+from lusbench.train.strategy import strategy_targets
 
 if TYPE_CHECKING:
     from lusbench.data.dataset import LUSDataset
@@ -135,7 +136,7 @@ def validation_usable(val_idx: np.ndarray, val_patients: int | None = None) -> b
 def train_model(builder: ModelBuilder, strategy: LabelStrategy, images: torch.Tensor, confidence: torch.Tensor,
                 train_idx: np.ndarray, val_idx: np.ndarray, config: TrainConfig, seed: int, device: torch.device,
                 on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-                val_patients: int | None = None) -> TrainedModel:
+                val_patients: int | None = None, raters: torch.Tensor | None = None) -> TrainedModel:
     """Train a fresh ``builder`` model on frames ``train_idx`` with ``strategy``'s targets and loss.
 
     AdamW with a one-cycle learning-rate schedule over ``config.epochs``. Each epoch the training
@@ -149,10 +150,16 @@ def train_model(builder: ModelBuilder, strategy: LabelStrategy, images: torch.Te
     (:func:`validation_usable`; ``val_patients`` is the number of patients in it, when known), every epoch
     runs and the last one is kept. ``on_epoch(epoch, stats)`` receives ``train_loss``, ``val_loss`` (NaN
     without validation frames), ``lr``, ``img_per_s`` (training phase) and ``seconds``. Everything random
-    (initialisation, batch order, augmentation) derives from ``seed``.
+    (initialisation, batch order, augmentation, a stochastic strategy's draws) derives from ``seed``.
+
+    ``raters`` ``(N, R, K, H, W)`` bool on ``device``: the per-rater masks, required by a strategy that sets
+    ``needs_raters`` (each batch's slice is augmented with its images) and not read for any other.
     """
     if len(train_idx) == 0:
         raise ValueError("train_model needs training frames, got none")
+    use_raters = bool(getattr(strategy, "needs_raters", False))
+    if use_raters and raters is None:
+        raise ValueError(f"strategy '{strategy.name}' needs rater masks and train_model was given none")
     judge = config.patience is not None and validation_usable(val_idx, val_patients)
     channels_last = device.type == "cuda"
     dtype = amp_dtype(device, config.amp)
@@ -171,6 +178,9 @@ def train_model(builder: ModelBuilder, strategy: LabelStrategy, images: torch.Te
                                                         pct_start=WARMUP_FRACTION)
         shuffle = torch.Generator().manual_seed(seed)
         jitter = torch.Generator(device=device).manual_seed(seed + 1)
+        # A stream of its own, so that a stochastic strategy's draws leave the augmentation of the batches (and so
+        # the pairing of strategies at a seed) unchanged.
+        labels = torch.Generator(device=device).manual_seed(seed + 2)
         train_t = torch.as_tensor(train_idx, dtype=torch.long, device=device)
         val_batches = torch.as_tensor(val_idx, dtype=torch.long, device=device).split(config.batch_size)
 
@@ -184,9 +194,10 @@ def train_model(builder: ModelBuilder, strategy: LabelStrategy, images: torch.Te
             total = torch.zeros((), device=device)
             for idx in order.tensor_split(n_batches):
                 x, conf = images[idx], confidence[idx]
+                batch_raters = raters[idx] if use_raters else None
                 if config.augment:
-                    x, conf = augment_batch(x, conf, jitter)
-                target, weight = strategy.targets(conf)
+                    x, conf, batch_raters = augment_batch(x, conf, jitter, batch_raters)
+                target, weight = strategy_targets(strategy, conf, batch_raters, labels)
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
@@ -204,7 +215,8 @@ def train_model(builder: ModelBuilder, strategy: LabelStrategy, images: torch.Te
                 total += loss.detach() * len(idx)
             train_loss = total.item() / len(train_t)  # .item() syncs once per epoch, not per step
             train_seconds = time.perf_counter() - started
-            val_loss = (_validation_loss(model, strategy, images, confidence, val_batches, channels_last, dtype)
+            val_loss = (_validation_loss(model, strategy, images, confidence, raters if use_raters else None,
+                                         val_batches, channels_last, dtype, seed)
                         if len(val_idx) else math.nan)
             stats = {"train_loss": train_loss, "val_loss": val_loss, "lr": scheduler.get_last_lr()[0],
                      "img_per_s": len(train_t) / train_seconds, "seconds": time.perf_counter() - started}
@@ -238,10 +250,14 @@ def train_model(builder: ModelBuilder, strategy: LabelStrategy, images: torch.Te
 
 
 def _validation_loss(model: torch.nn.Module, strategy: LabelStrategy, images: torch.Tensor, confidence: torch.Tensor,
-                     batches: tuple[torch.Tensor, ...], channels_last: bool, dtype: torch.dtype | None) -> float:
+                     raters: torch.Tensor | None, batches: tuple[torch.Tensor, ...], channels_last: bool,
+                     dtype: torch.dtype | None, seed: int) -> float:
     """Frame-weighted mean of the strategy's loss on the validation frames (eval mode, no augmentation)."""
     model.eval()
     total = torch.zeros((), device=images.device)
+    # Reseeded every epoch: a stochastic strategy's validation targets are the same draw each epoch, so epochs are
+    # compared on the same targets and the selection follows the model, not the dice of the draw.
+    labels = torch.Generator(device=images.device).manual_seed(seed + 3)
     with torch.inference_mode():
         for idx in batches:
             x = images[idx]
@@ -249,7 +265,7 @@ def _validation_loss(model: torch.nn.Module, strategy: LabelStrategy, images: to
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(images.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
                 logits = model(x)
-            target, weight = strategy.targets(confidence[idx])
+            target, weight = strategy_targets(strategy, confidence[idx], None if raters is None else raters[idx], labels)
             total += strategy.loss(logits.float(), target, weight) * len(idx)
     return total.item() / sum(len(b) for b in batches)
 
