@@ -56,23 +56,23 @@ def test_default_tolerances_are_declared_by_the_metrics():
     for task in (SFRatioTask(), SFChangeTask(), ReadmissionTask()):
         defs += task.metric_defs()
     declared = {d.name: d.tolerance for d in defs}
-    assert tolerance_for("dice", {}, {}, declared) == 0.05
-    assert tolerance_for("dice.b_lines", {}, {}, declared) == 0.05
-    assert tolerance_for("true.hd95", {}, {}, declared) == 5.0
-    assert tolerance_for("readmission_30d.brier", {}, {}, declared) == 0.03
-    assert tolerance_for("sf_ratio.mae", {}, {}, declared) == 15.0
-    assert tolerance_for("sf_change.auroc", {}, {}, declared) == 0.10
-    assert tolerance_for("some_new_metric", {}, {}, declared) == 0.05  # declares none: the fallback
+    assert tolerance_for("dice", {}, {}, declared).value == 0.05
+    assert tolerance_for("dice.b_lines", {}, {}, declared).value == 0.05
+    assert tolerance_for("true.hd95", {}, {}, declared).value == 5.0
+    assert tolerance_for("readmission_30d.brier", {}, {}, declared).value == 0.03
+    assert tolerance_for("sf_ratio.mae", {}, {}, declared).value == 15.0
+    assert tolerance_for("sf_change.auroc", {}, {}, declared).value == 0.10
+    assert tolerance_for("some_new_metric", {}, {}, declared).value == 0.05  # declares none: the fallback
 
 
 def test_tolerance_precedence_flag_then_baseline_then_declared():
     stored = {"dice.*": 0.2, "dice": 0.1}
     declared = {"dice": 0.07, "hd95": 5.0}
-    assert tolerance_for("dice", {}, stored, declared) == 0.1  # exact name beats a pattern in the same layer
-    assert tolerance_for("dice.b_lines", {}, stored, declared) == 0.2
-    assert tolerance_for("dice", {"dice": 0.01}, stored, declared) == 0.01
-    assert tolerance_for("hd95", {}, stored, declared) == 5.0
-    assert tolerance_for("dice", {}, {}, declared) == 0.07
+    assert tolerance_for("dice", {}, stored, declared).value == 0.1  # exact name beats a pattern in the same layer
+    assert tolerance_for("dice.b_lines", {}, stored, declared).value == 0.2
+    assert tolerance_for("dice", {"dice": 0.01}, stored, declared).value == 0.01
+    assert tolerance_for("hd95", {}, stored, declared).value == 5.0
+    assert tolerance_for("dice", {}, {}, declared).value == 0.07
 
 
 @pytest.mark.parametrize("bad", ["dice", "dice=", "=0.1", "dice=-1", "dice=abc", "dice=nan"])
@@ -82,7 +82,7 @@ def test_malformed_tolerances(bad):
 
 
 def test_unchanged_leaderboard_passes_and_skips_reference_rows(doc):
-    lines = compare(doc, copy.deepcopy(doc))
+    lines = compare(doc, copy.deepcopy(doc)).lines
     assert {ln.verdict for ln in lines} <= {VERDICT_OK, VERDICT_NA}
     assert REFERENCE_TRUE not in {ln.row for ln in lines}
     assert len(lines) == 6 * len(doc["metrics"])  # every (strategy, metric) of the baseline
@@ -95,7 +95,7 @@ def test_verdicts_are_direction_aware(doc):
     entry(current, "threshold:0.6", "hd95")["mean"] -= 8.0        # lower is better: improved
     entry(current, "threshold:0.8", "hd95")["mean"] += 8.0        # lower is better: regression
     entry(current, "soft", "sf_change.auroc")["mean"] += 0.2
-    lines = compare(doc, current)
+    lines = compare(doc, current).lines
     assert line(lines, "threshold:0.6", "dice").verdict == VERDICT_REGRESSION
     assert line(lines, "threshold:0.6", "dice").delta == pytest.approx(-0.06)
     assert line(lines, "threshold:0.8", "dice").verdict == VERDICT_OK
@@ -113,12 +113,18 @@ def test_missing_new_and_null_values(doc):
     entry(baseline, "threshold:0.3", "ece")["mean"] = None
     entry(current, "threshold:0.3", "ece")["mean"] = None         # undefined in both
     current["rows"] = [r for r in current["rows"] if r["strategy"] != "threshold:0.8"]
-    lines = compare(baseline, current)
+    result = compare(baseline, current)
+    lines = result.lines
     assert line(lines, "soft", "dice").verdict == VERDICT_MISSING
     assert line(lines, "weighted", "ece").verdict == VERDICT_NEW
     assert line(lines, "threshold:0.3", "ece").verdict == VERDICT_NA
-    assert {ln.verdict for ln in lines if ln.row == "threshold:0.8"} == {VERDICT_MISSING}
+    # A whole strategy gone is one failure, named once, not a MISSING line per metric.
+    assert result.missing == ["threshold:0.8"] and not [ln for ln in lines if ln.row == "threshold:0.8"]
+    assert result.missing_metrics == len(baseline["metrics"]) and result.failed
     assert not line(lines, "weighted", "ece").failed and line(lines, "soft", "dice").failed
+    # Failures come first in what is shown; within-tolerance lines are not shown by default.
+    shown = result.beyond_tolerance()
+    assert [ln.verdict for ln in shown] == [VERDICT_MISSING, VERDICT_NEW]
 
 
 def test_cannot_compare_other_configuration_or_schema(doc):
@@ -131,7 +137,7 @@ def test_cannot_compare_other_configuration_or_schema(doc):
     with pytest.raises(CannotCompareError, match="config_hash 'abc123' != 'other', listed keys equal"):
         compare(doc, hidden)
     schema = copy.deepcopy(doc)
-    schema["schema"] = "lusbench.leaderboard/3"
+    schema["schema"] = "lusbench.leaderboard/9"
     with pytest.raises(CannotCompareError, match="schema"):
         compare(doc, schema)
     flipped = copy.deepcopy(doc)
@@ -163,15 +169,18 @@ def edit(path, fn) -> None:
     path.write_text(json.dumps(doc))
 
 
-def test_cli_unchanged_exits_0_and_prints_every_compared_metric(files, doc):
+def test_cli_unchanged_exits_0_listing_every_metric_only_with_verbose(files, doc):
     baseline, current = files
     out = check("--baseline", str(baseline), "--json", str(current))
     assert out.returncode == 0, out.stderr
+    assert " ok " not in out.stdout and "84 metrics within tolerance not listed (--verbose" in out.stdout
+    assert "check passed: 84 metrics compared over 6 strategies" in out.stdout
+    out = check("--baseline", str(baseline), "--json", str(current), "--verbose")
     header = next(ln for ln in out.stdout.splitlines() if "tolerance" in ln)
-    for col in ("row", "metric", "old", "new", "delta", "tolerance", "verdict"):
+    for col in ("strategy", "metric", "baseline", "fresh", "fresh − baseline", "tolerance", "tolerance from", "verdict"):
         assert col in header
     assert sum(" ok " in ln for ln in out.stdout.splitlines()) == 6 * len(doc["metrics"])
-    assert "check passed: 84 metrics compared over 6 strategies" in out.stdout
+    assert "not listed" not in out.stdout
 
 
 def test_cli_regression_exits_1_naming_it(files):
@@ -180,8 +189,14 @@ def test_cli_regression_exits_1_naming_it(files):
     out = check("--baseline", str(baseline), "--json", str(current))
     assert out.returncode == 1
     assert "REGRESSION" in out.stdout and "check FAILED: 1 of 84" in out.stdout and "threshold:0.6 dice" in out.stdout
+    # The table lists the failure first and nothing that stayed within tolerance; the summary names the sides.
+    rows = [ln for ln in out.stdout.splitlines() if "threshold:" in ln and "│" in ln]
+    assert len(rows) == 1 and "REGRESSION" in rows[0] and "fallback" in rows[0]
+    assert "(baseline " in out.stdout.splitlines()[-1] and ", fresh " in out.stdout.splitlines()[-1]
     # A per-metric flag, or the baseline's own tolerances map, can accept it.
     assert check("--baseline", str(baseline), "--json", str(current), "--tolerance", "dice=0.2").returncode == 0
+    flagged = check("--baseline", str(baseline), "--json", str(current), "--tolerance", "dice*=0.01")
+    assert flagged.returncode == 1 and "--tolerance dice*" in flagged.stdout  # the source names the matching glob
     edit(baseline, lambda d: d.update(tolerances={"dice": 0.2}))
     assert check("--baseline", str(baseline), "--json", str(current)).returncode == 0
     assert check("--baseline", str(baseline), "--json", str(current), "--tolerance", "dice=0.01").returncode == 1
@@ -230,6 +245,11 @@ def test_cli_input_errors_exit_2(files, tmp_path):
     out = check("--baseline", str(baseline), "--json", str(current), "--tolerance", "dice")
     assert out.returncode == 2 and "METRIC=ABS" in out.stderr
     assert check("--json", str(current)).returncode == 2  # --baseline is required
+    # A tolerance for a metric no leaderboard has would silently change nothing.
+    for typo in ("nosuchmetric=0.1", "dcie.*=0.1"):
+        out = check("--baseline", str(baseline), "--json", str(current), "--tolerance", typo)
+        assert out.returncode == 2 and f"--tolerance {typo.split('=')[0]}=0.1: no metric" in out.stderr
+        assert out.stdout == "" and out.stderr.count("\n") == 1
 
 
 def test_cli_update_baseline_creates_rewrites_and_keeps_tolerances(files, tmp_path, doc):
@@ -243,6 +263,8 @@ def test_cli_update_baseline_creates_rewrites_and_keeps_tolerances(files, tmp_pa
     edit(current, lambda d: entry(d, "soft", "dice").update(mean=0.1))   # a regression, accepted on purpose
     out = check("--baseline", str(baseline), "--json", str(current), "--update-baseline")
     assert out.returncode == 0 and "REGRESSION" in out.stdout and "updated" in out.stdout
+    # Updating is not a verdict: it says what the new baseline accepts, never "check FAILED".
+    assert "FAILED" not in out.stdout and "accepted as the new baseline: 1 worse or lost: soft dice" in out.stdout
     new = read_leaderboard(baseline)
     assert entry(new, "soft", "dice")["mean"] == 0.1 and new["tolerances"] == {"hd95": 9.0}
     assert check("--baseline", str(baseline), "--json", str(current)).returncode == 0
@@ -257,8 +279,11 @@ def test_cli_update_baseline_creates_rewrites_and_keeps_tolerances(files, tmp_pa
 def test_cli_update_baseline_warns_about_strategies_it_stops_guarding(files):
     baseline, current = files
     edit(current, lambda d: d.update(rows=[r for r in d["rows"] if r["strategy"] != "soft"]))
+    gate = check("--baseline", str(baseline), "--json", str(current))
+    assert gate.returncode == 1 and gate.stdout.count("soft") == 2  # named once in the table, once in the summary
+    assert "MISSING soft: in the baseline, not in the fresh leaderboard (14 metrics unchecked)" in gate.stdout
     out = check("--baseline", str(baseline), "--json", str(current), "--update-baseline")
-    assert out.returncode == 0
+    assert out.returncode == 0 and "strategies dropped: soft" in out.stdout
     assert f"warning: soft was in the old baseline but not in {current}: the new baseline no longer guards it" in out.stderr
     assert "soft" not in [r["strategy"] for r in read_leaderboard(baseline)["rows"]]
 
@@ -289,7 +314,7 @@ def test_noise_tolerances_are_a_multiple_of_the_largest_standard_error_with_a_fl
 
     derived = noise_tolerances(doc, multiple=4.0)
     widest = max((r["metrics"]["dice"]["ci_high"] - r["metrics"]["dice"]["ci_low"]) for r in doc["rows"]
-                 if not r["reference"] and r["metrics"]["dice"]["ci_low"] is not None)
+                 if not r["label_row"] and r["metrics"]["dice"]["ci_low"] is not None)
     assert derived["dice"] == pytest.approx(max(NOISE_FLOOR_SHARE * 0.05, 4.0 * widest / (2 * 1.959964)), rel=1e-3)
     assert noise_tolerances(doc, multiple=8.0)["dice"] >= derived["dice"]
     # A metric whose rows all have zero-width intervals gets the floor, not a zero tolerance.
@@ -301,9 +326,9 @@ def test_noise_tolerances_are_a_multiple_of_the_largest_standard_error_with_a_fl
 
 
 def test_noise_tolerances_rank_between_hand_set_and_declared():
-    assert tolerance_for("dice", {}, {}, {"dice": 0.05}, {"dice": 0.011}) == 0.011
-    assert tolerance_for("dice", {}, {"dice": 0.2}, {"dice": 0.05}, {"dice": 0.011}) == 0.2
-    assert tolerance_for("dice", {"dice": 0.3}, {"dice": 0.2}, {}, {"dice": 0.011}) == 0.3
+    assert tolerance_for("dice", {}, {}, {"dice": 0.05}, {"dice": 0.011}).value == 0.011
+    assert tolerance_for("dice", {}, {"dice": 0.2}, {"dice": 0.05}, {"dice": 0.011}).value == 0.2
+    assert tolerance_for("dice", {"dice": 0.3}, {"dice": 0.2}, {}, {"dice": 0.011}).value == 0.3
 
 
 def test_cli_update_baseline_with_noise_tolerances_stores_and_keeps_them(files):

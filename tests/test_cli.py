@@ -23,6 +23,9 @@ from tests.conftest import run_cli
          "lusbench run: error: --task sf-ratio and --task sf-ratio:repeats=10 both report 'sf_ratio.mae'"),
         (["--strategy", "soft", "--task", "nosuch"], "lusbench run: error: --task 'nosuch': unknown name 'nosuch' (known: "),
         (["--strategy", "soft", "--reference", "nope"], "lusbench run: error: --reference 'nope': unknown name 'nope'"),
+        # A label row is no strategy: refused before any training, not compared with nothing after it.
+        (["--strategy", "soft", "--reference", "labels:expert"], "lusbench run: error: --reference 'labels:expert': "),
+        (["--strategy", "soft", "--threads", "0"], "lusbench run: error: argument --threads: expected a positive integer"),
         (["--strategy", "soft", "--lr", "0"], "lusbench run: error: argument --lr: expected a positive number, got '0'"),
         (["--strategy", "soft", "--lr", "fast"], "lusbench run: error: argument --lr: expected a number, got 'fast'"),
         (["--strategy", "soft", "--batch-size", "0"], "lusbench run: error: argument --batch-size: expected a positive integer"),

@@ -40,19 +40,20 @@ def cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
 
 
 def test_document_has_the_design_schema(doc):
-    assert doc["schema"] == SCHEMA == "lusbench.leaderboard/2"
+    assert doc["schema"] == SCHEMA == "lusbench.leaderboard/3"
     assert doc["config"]["config_hash"] == "abc123" and doc["environment"]["device"] == "cpu"
     assert [m["name"] for m in doc["metrics"]] == [d.name for d in METRIC_DEFS]
     assert {m["name"]: m["unit"] for m in doc["metrics"]}["sf_ratio.mae"] == "seed_repeat"
     assert doc["reference_strategy"] == "threshold:0.5" and doc["comparison_note"] is None
     for r in doc["rows"]:
-        assert set(r) >= {"strategy", "reference", "metrics"}
+        assert set(r) >= {"strategy", "label_row", "metrics"}
         assert set(r["metrics"]) == {d.name for d in METRIC_DEFS}
         for entry in r["metrics"].values():
             assert set(entry) >= {"mean", "ci_low", "ci_high", "n"}
             if entry["mean"] is not None and entry["n"] >= 2:
                 assert entry["ci_low"] <= entry["mean"] <= entry["ci_high"]
-    assert [r["strategy"] for r in doc["rows"] if r["reference"]] == [REFERENCE_EXPERT, REFERENCE_TRUE]
+    labels = [r["strategy"] for r in doc["rows"] if r["label_row"]]
+    assert labels == [REFERENCE_EXPERT, REFERENCE_TRUE] == ["labels:expert", "labels:true"]
     # Strictly JSON: no NaN anywhere.
     json.dumps(doc, allow_nan=False)
 
@@ -91,7 +92,7 @@ def test_reference_override_and_absent_reference():
     assert "threshold:0.5 is not in this run" in absent["comparison_note"]
     assert all(r["comparison"] == {} for r in absent["rows"])
     assert row(absent, "threshold:0.6")["rank"]["dice"] == 1  # ranks do not need a reference
-    with pytest.raises(ValueError, match="reference row"):
+    with pytest.raises(ValueError, match="label row"):
         build_leaderboard(results, reference=REFERENCE_TRUE)
     none = build_leaderboard(make_results(reference_strategy=None))
     assert none["reference_strategy"] is None and "no reference strategy" in none["comparison_note"]
@@ -159,7 +160,7 @@ def test_read_rejects_what_is_not_a_leaderboard(tmp_path):
 
 def test_renderings(doc):
     table = render(doc, "table")
-    assert "threshold:0.6" in table and "▲" in table and "▼" in table and "dice ↑ (n=30)" in table
+    assert "threshold:0.6" in table and "▲" in table and "▼" in table and "dice ↑" in table and "(n=30)" in table
     assert "sf_ratio.mae ↓" in table and "dice.b_lines" not in table  # compact default columns
 
     md = render(doc, "markdown").splitlines()
@@ -169,7 +170,7 @@ def test_renderings(doc):
     best = row(doc, "threshold:0.6")["metrics"]["dice"]
     cell = f"{fmt_value(best['mean'])} [{fmt_value(best['ci_low'])}, {fmt_value(best['ci_high'])}] ▲ #1"
     assert any(cell in ln for ln in table_lines)
-    assert any("n=5" in ln for ln in table_lines if "reference:" in ln)  # differing n is shown in the cell
+    assert any("n=5" in ln for ln in table_lines if "labels:" in ln)  # differing n is shown in the cell
 
     records = list(csv.DictReader(io.StringIO(render(doc, "csv"))))
     assert len(records) == len(doc["rows"]) * len(doc["metrics"])
@@ -177,12 +178,76 @@ def test_renderings(doc):
     assert rec["mark"] == "better" and rec["higher_is_better"] == "false" and float(rec["mean"]) == pytest.approx(
         row(doc, "threshold:0.6")["metrics"]["hd95"]["mean"])
     ref = next(r for r in records if r["strategy"] == REFERENCE_TRUE and r["metric"] == "dice")
-    assert ref["mean"] == "" and ref["n"] == "0" and ref["reference"] == "true"
+    assert ref["mean"] == "" and ref["n"] == "0" and ref["label_row"] == "true"
 
     assert json.loads(render(doc, "json")) == doc
-    assert render(doc, "markdown", ["dice.effusion"]).count("dice.effusion") == 1
+    assert render(doc, "markdown", ["dice.effusion"]).count("dice.effusion") == 2  # the column and its legend line
     with pytest.raises(ValueError, match="unknown format"):
         render(doc, "xml")
+
+
+def _console_text(renderable, width: int) -> str:
+    from rich.console import Console
+
+    console = Console(file=io.StringIO(), width=width, color_system=None)
+    console.print(renderable)
+    return console.file.getvalue()
+
+
+def _numbers(doc: dict, metric: str) -> list[str]:
+    """The mean and the "[low, high]" CI of every row that has the metric, as the table formats them."""
+    out = []
+    for r in doc["rows"]:
+        e = r["metrics"][metric]
+        if e["mean"] is not None:
+            out.append(fmt_value(e["mean"]))
+            if e["ci_low"] is not None:
+                out.append(f"[{fmt_value(e['ci_low'])}, {fmt_value(e['ci_high'])}]")
+    return out
+
+
+@pytest.mark.parametrize("width", [80, 100])
+def test_table_fits_the_terminal_with_every_number_whole(doc, width):
+    from lusbench.results.render import table_renderable
+
+    text = _console_text(table_renderable(doc, None, width), width)
+    lines = text.splitlines()
+    assert max(len(ln) for ln in lines) <= width and "…" not in text
+    left_out = next((ln for ln in " ".join(lines).split("Not shown at this width: ")[1:]), "")
+    shown = [m for m in HEADLINE if m not in left_out.split(" (")[0].split(", ")]
+    assert len(shown) >= (3 if width == 80 else 4) and shown[0] == "dice"
+    table_part = text.split("Mean and its 95% CI")[0]
+    for metric in shown:
+        for number in _numbers(doc, metric):
+            assert number in table_part, f"{metric}: {number} not shown whole at width {width}"
+    # The legend explains every metric shown.
+    flat = " ".join(text.split())
+    for metric in shown:
+        d = next(m for m in doc["metrics"] if m["name"] == metric)
+        assert f"{metric} {'↑' if d['higher_is_better'] else '↓'}: {d['description']}" in flat
+
+
+@pytest.mark.parametrize("width", [80, 100])
+def test_all_metrics_are_listed_long_a_row_each(doc, width):
+    from lusbench.results.render import table_renderable
+
+    text = _console_text(table_renderable(doc, ["all"], width), width)
+    assert max(len(ln) for ln in text.splitlines()) <= width and "…" not in text
+    body = text.split("Mean and its 95% CI")[0]
+    for m in doc["metrics"]:
+        assert m["name"].split(".")[0] in body
+        for number in _numbers(doc, m["name"]):
+            assert number in body
+    # The long layout: the strategies repeat once per metric that they have.
+    assert body.count("threshold:0.6") == len(doc["metrics"])
+
+
+def test_legend_names_columns_that_cannot_be_tested():
+    from lusbench.results.render import legend
+
+    few = build_leaderboard(make_results(seeds=(0,)))
+    assert "Cannot be tested in this run" in legend(few) and "dice" in legend(few).split("Cannot be tested")[1]
+    assert "Cannot be tested" not in legend(build_leaderboard(make_results()))
 
 
 def test_column_selection(doc):

@@ -134,17 +134,95 @@ def test_missing_parts_become_notes_not_errors():
 
 
 def test_sweep_families_come_from_what_strategies_declare():
-    def row(strategy, sweep=None, reference=False):
-        return {"strategy": strategy, "reference": reference, "metrics": {}, **({"sweep": sweep} if sweep else {})}
+    def row(strategy, sweep=None, label_row=False):
+        return {"strategy": strategy, "label_row": label_row, "metrics": {}, **({"sweep": sweep} if sweep else {})}
 
     doc = {"rows": [row("threshold:0.8", {"family": "threshold", "parameter": "t", "value": 0.8}),
                     row("threshold:0.5", {"family": "threshold", "parameter": "t", "value": 0.5}),
                     row("weighted", {"family": "weighted", "parameter": "floor", "value": 0.1}),
-                    row("mythreshold:0.6"), row("reference:true-masks", reference=True)]}
+                    row("mythreshold:0.6"), row("labels:true", label_row=True)]}
     families = sweep_families(doc)
     # A family of one setting is no curve; a spec that merely looks like threshold:t is not parsed.
     assert list(families) == ["threshold:t"]
     assert [(t, r["strategy"]) for t, r in families["threshold:t"]] == [(0.5, "threshold:0.5"), (0.8, "threshold:0.8")]
+
+
+def _hue_sat(color: str) -> tuple[float, float]:
+    import colorsys
+
+    from matplotlib.colors import to_rgb
+
+    h, _, sat = colorsys.rgb_to_hls(*to_rgb(color))
+    return h, sat
+
+
+def test_row_colours_never_look_like_the_significance_dots(doc):
+    from matplotlib.colors import to_hex
+
+    from lusbench.results.report import MARK_COLOR, ROW_COLORS, figure_per_class, figure_sweep
+
+    def near(a: str, b: str) -> bool:
+        (ha, sa), (hb, _) = _hue_sat(a), _hue_sat(b)
+        return sa > 0.25 and min(abs(ha - hb), 1 - abs(ha - hb)) < 0.06
+
+    assert not [(c, m) for c in ROW_COLORS for m in MARK_COLOR.values() if near(c, m)]
+    fig = figure_sweep(doc, "threshold:t", ["dice", "hd95"])
+    dots = {to_hex(c) for c in MARK_COLOR.values()}
+    for ax in fig.axes:
+        for line in ax.lines:
+            if len(line.get_xdata()) != 1:  # every line but the single significance dots
+                assert to_hex(line.get_color()) not in dots
+    bars = figure_per_class(doc).axes[0].patches
+    assert bars and not {to_hex(b.get_facecolor()) for b in bars} & dots
+
+
+def test_label_row_outside_the_strategies_range_is_an_arrow_not_a_squashing_line(doc):
+    import copy
+
+    from lusbench.results.report import figure_sweep
+
+    wide = copy.deepcopy(doc)
+    labels = next(r for r in wide["rows"] if r["strategy"] == "labels:expert")
+    labels["metrics"]["dice"] = {**labels["metrics"]["dice"], "mean": 0.99, "ci_low": 0.98, "ci_high": 1.0}
+    ax = figure_sweep(wide, "threshold:t", ["dice"]).axes[0]
+    highest = max(r["metrics"]["dice"]["ci_high"] for r in wide["rows"] if not r["label_row"])
+    assert ax.get_ylim()[1] < 0.99 and ax.get_ylim()[1] < highest + 0.2 * (highest - ax.get_ylim()[0])
+    assert any(t.get_text() == "labels:expert 0.990 ↑" for t in ax.texts)
+    assert not [ln for ln in ax.lines if list(ln.get_ydata()) == [0.99, 0.99]]
+
+
+def test_two_settings_are_points_with_error_bars_not_a_curve():
+    from matplotlib.container import ErrorbarContainer
+
+    from lusbench.results.report import figure_sweep
+
+    two = small_doc(("threshold:0.5", "threshold:0.6"))
+    ax = figure_sweep(two, "threshold:t", ["dice"]).axes[0]
+    assert any(isinstance(c, ErrorbarContainer) for c in ax.containers)
+    assert not ax.collections or all(c.__class__.__name__ == "LineCollection" for c in ax.collections)  # no CI band
+    assert not [ln for ln in ax.lines if len(ln.get_xdata()) == 2 and ln.get_linestyle() == "-"]
+    three = small_doc(("threshold:0.5", "threshold:0.6", "threshold:0.8"))
+    curve = figure_sweep(three, "threshold:t", ["dice"]).axes[0]
+    assert [ln for ln in curve.lines if len(ln.get_xdata()) == 3 and ln.get_linestyle() == "-"]
+
+
+def test_task_metrics_with_patient_units_get_the_downstream_figure(doc):
+    import copy
+
+    from lusbench.results.report import figure_downstream
+
+    patients = copy.deepcopy(doc)
+    for m in patients["metrics"]:
+        if m["kind"] == "task":
+            m["unit"] = "patient"  # what tasks with stored predictions report
+    fig = figure_downstream(patients)
+    shown = [a for a in fig.axes if a.get_visible()]
+    assert fig is not None and len(shown) == sum(m["kind"] == "task" for m in patients["metrics"])
+
+
+def test_captions_describe_what_is_drawn(html):
+    assert "hatched" not in html and "baseline" not in html
+    assert "Mean Dice per class with 95% CI, one bar per strategy." in html
 
 
 def test_write_report_is_atomic(tmp_path):

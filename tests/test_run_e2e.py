@@ -41,12 +41,12 @@ def _trained(proc) -> list[str]:
 
 def test_run_writes_the_leaderboard_of_design_section_5(tmp_path):
     doc, proc = _run(tmp_path, "a", "threshold:0.5", "threshold:0.6", "soft", "weighted")
-    assert doc["schema"] == "lusbench.leaderboard/2"
+    assert doc["schema"] == "lusbench.leaderboard/3"
     assert set(doc["config"]) >= {"dataset", "model", "preset", "seeds", "folds", "eval_threshold", "config_hash"}
     assert set(doc["environment"]) >= {"lusbench", "torch", "device", "platform"}
-    strategies = [r["strategy"] for r in doc["rows"] if not r["reference"]]
+    strategies = [r["strategy"] for r in doc["rows"] if not r["label_row"]]
     assert sorted(strategies) == ["soft", "threshold:0.5", "threshold:0.6", "weighted"]
-    assert {r["strategy"] for r in doc["rows"] if r["reference"]} == {"reference:expert-labels", "reference:true-masks"}
+    assert {r["strategy"] for r in doc["rows"] if r["label_row"]} == {"labels:expert", "labels:true"}
     names = {m["name"] for m in doc["metrics"]}
     assert {"dice", "dice.b_lines", "hd95", "ece", "sf_ratio.mae", "sf_change.auroc", "readmission_30d.auroc"} <= names
     for m in doc["metrics"]:
@@ -97,6 +97,28 @@ def _assert_checkpoints_reproduce_the_stored_predictions(run_dir, strategy, fold
             with torch.no_grad():
                 probs = torch.sigmoid(model(images)).numpy()
             assert np.abs(np.round(probs * 255) - arrays["probs"]).max() <= 1
+
+
+def test_an_absent_reference_is_trained_too_and_none_skips_it(tmp_path):
+    doc, proc = _run(tmp_path, "a", "soft", extra=["--no-tasks"])
+    assert "reference strategy threshold:0.5 is not among --strategy: training it too" in proc.stderr
+    assert [r["strategy"] for r in doc["rows"] if not r["label_row"]] == ["threshold:0.5", "soft"]
+    assert doc["comparison_note"] is None and set(next(r for r in doc["rows"] if r["strategy"] == "soft")["comparison"])
+    assert len(_trained(proc)) == 2 * 2
+    out = tmp_path / "a"
+    assert f"leaderboard written to {out / 'leaderboard.json'} and {out / 'copy.json'}" in proc.stdout
+    alone, proc = _run(tmp_path, "b", "soft", extra=["--no-tasks", "--reference", "none"])
+    assert "training it too" not in proc.stderr and len(_trained(proc)) == 2
+    assert [r["strategy"] for r in alone["rows"] if not r["label_row"]] == ["soft"]
+    assert "no reference strategy" in alone["comparison_note"]
+
+
+def test_threads_are_recorded_and_part_of_the_training_key(tmp_path):
+    doc, _ = _run(tmp_path, "a", "threshold:0.5", extra=["--no-tasks"])
+    assert doc["environment"]["torch_threads"] == 1  # the default
+    two, proc = _run(tmp_path, "a", "threshold:0.5", extra=["--no-tasks", "--threads", "2"])
+    assert two["environment"]["torch_threads"] == 2
+    assert len(_trained(proc)) == 2 and "the torch thread count changed (1 -> 2)" in proc.stderr
 
 
 def test_same_seed_gives_identical_metrics(tmp_path):

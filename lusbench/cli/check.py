@@ -26,26 +26,41 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="with --update-baseline: also store tolerances derived from this run's spread, K standard "
                         "errors of each metric (default K: %(const)g); see docs/cli/check.md")
     p.add_argument("--tolerance", action="append", default=[], metavar="METRIC=ABS",
-                   help="absolute tolerance for METRIC (a name or glob such as 'dice.*'); repeatable")
+                   help="absolute tolerance for METRIC (a name or glob such as 'dice.*' that must match a metric); "
+                        "repeatable")
+    p.add_argument("--verbose", "-v", action="store_true",
+                   help="list every compared metric, not only those that failed or changed beyond tolerance")
     p.set_defaults(func=run)
 
 
-def _print_lines(lines: list) -> None:
+def _print_result(result, verbose: bool, title: str) -> None:
     from rich.table import Table
 
     from lusbench.results.check import VERDICT_IMPROVED, VERDICT_OK
     from lusbench.results.render import fmt_value, stdout_console
 
-    table = Table(title="lusbench check", title_justify="left")
-    for col in ("row", "metric", "old", "new", "delta", "tolerance", "verdict"):
-        table.add_column(col, justify="left" if col in ("row", "metric", "verdict") else "right")
-    for ln in lines:
-        delta = "—" if ln.delta is None else f"{'+' if ln.delta >= 0 else ''}{fmt_value(ln.delta)}"
-        style = {VERDICT_IMPROVED: "green", VERDICT_OK: ""}.get(ln.verdict, "bold red" if ln.failed else "dim")
-        arrow = "↑" if ln.higher_is_better else "↓"
-        table.add_row(ln.row, f"{ln.metric} {arrow}", fmt_value(ln.old), fmt_value(ln.new), delta, f"{ln.tolerance:g}",
-                      f"[{style}]{ln.verdict}[/]" if style else ln.verdict)
-    stdout_console().print(table)
+    shown = result.beyond_tolerance()
+    if verbose:
+        shown += [ln for ln in result.lines if ln not in shown]
+    console = stdout_console()
+    for strategy in result.missing:
+        console.print(f"[bold red]MISSING[/] {strategy}: in the baseline, not in the fresh leaderboard "
+                      f"({result.missing_metrics // len(result.missing)} metrics unchecked)", highlight=False)
+    if shown:
+        # "baseline" and "fresh" name the sides; the difference is always fresh minus baseline.
+        table = Table(title=title, title_justify="left")
+        for col in ("strategy", "metric", "baseline", "fresh", "fresh − baseline", "tolerance", "tolerance from", "verdict"):
+            table.add_column(col, justify="left" if col in ("strategy", "metric", "tolerance from", "verdict") else "right")
+        for ln in shown:
+            delta = "—" if ln.delta is None else f"{'+' if ln.delta >= 0 else ''}{fmt_value(ln.delta)}"
+            style = {VERDICT_IMPROVED: "green", VERDICT_OK: ""}.get(ln.verdict, "bold red" if ln.failed else "dim")
+            arrow = "↑" if ln.higher_is_better else "↓"
+            table.add_row(ln.row, f"{ln.metric} {arrow}", fmt_value(ln.old), fmt_value(ln.new), delta,
+                          f"{ln.tolerance:g}", ln.tolerance_source, f"[{style}]{ln.verdict}[/]" if style else ln.verdict)
+        console.print(table)
+    hidden = len(result.lines) - len(shown)
+    if hidden:
+        print(f"{hidden} metrics within tolerance not listed (--verbose lists every metric)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,22 +88,26 @@ def run(args: argparse.Namespace) -> int:
             baseline = None
     elif not args.update_baseline:
         raise CannotCompareError(f"baseline {baseline_path} does not exist; create it with --update-baseline")
+    check.check_tolerance_names(overrides, current, *([baseline] if baseline is not None else []))
 
-    lines = None
+    result = None
     if baseline is not None:
         try:
-            lines = check.compare(baseline, current, overrides)
+            result = check.compare(baseline, current, overrides)
         except CannotCompareError as exc:
             if not args.update_baseline:
                 raise
             print(f"previous baseline not comparable ({exc}); replacing it", file=sys.stderr)
-    if lines is not None:
-        _print_lines(lines)
+    if result is not None:
+        title = (f"lusbench check: {args.json} (fresh) against {baseline_path} (baseline)" if not args.update_baseline
+                 else f"lusbench check --update-baseline: {args.json} (fresh) replaces {baseline_path} (baseline)")
+        _print_result(result, args.verbose, title)
         for diff in check.environment_differences(baseline, current):
-            print(f"note: environment differs from the baseline's: {diff}")
+            print(f"note: environment differs from the baseline's (baseline != fresh): {diff}")
         for strategy in check.uncompared_rows(baseline, current):
             print(f"note: {strategy} is not in the baseline, so it is not checked (add it with --update-baseline)")
-        print(check.summary(lines))
+        # Updating is not a verdict: say what the new baseline accepts instead of "check FAILED".
+        print(check.update_summary(result) if args.update_baseline else check.summary(result))
     if args.update_baseline:
         # A new baseline may start a new directory (e.g. benchmarks/baselines/): creating it is the intent.
         Path(baseline_path).parent.mkdir(parents=True, exist_ok=True)
@@ -98,4 +117,4 @@ def run(args: argparse.Namespace) -> int:
                   "guards it", file=sys.stderr)
         print(f"baseline {baseline_path} {'updated' if baseline is not None else 'created'} from {args.json}")
         return 0
-    return 1 if any(ln.failed for ln in lines) else 0
+    return 1 if result.failed else 0

@@ -39,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     select_columns(doc, metrics)  # unknown metric names fail here, before any output
     if args.format == "table":
-        stdout_console().print(table_renderable(doc, metrics))
+        console = stdout_console()
+        console.print(table_renderable(doc, metrics, console.width))
     elif args.format == "html":
         from lusbench.results.report import render_html
 

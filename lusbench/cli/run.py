@@ -9,6 +9,11 @@ from lusbench.errors import UserError
 from lusbench.exec.presets import PRESETS
 from lusbench.results.document import DEFAULT_RUN_DIR
 
+# One thread: a fold's numbers then do not depend on how many cores the machine has (the thread count is part of
+# the training key), and on a shared machine one thread per run is steadier than threads waiting for each other
+# (docs/cli/run.md, "Threads", has the measurement).
+DEFAULT_THREADS = 1
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -52,6 +57,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reference", metavar="SPEC", default="threshold:0.5",
                    help="strategy every row is compared with, paired (default: threshold:0.5); 'none' to skip")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="training device (default: auto)")
+    p.add_argument("--threads", type=_positive_int, metavar="N",
+                   help=f"torch intra-op CPU threads per training; part of the training key, since the thread count "
+                        f"changes the trained weights (default: {DEFAULT_THREADS} with --executor local; with process:N "
+                        f"the cores divided among the N workers; 1 per Dask worker)")
     p.add_argument("--executor", metavar="SPEC", default="local",
                    help="where the folds train: local (this process), process[:N] (N worker processes, default one per "
                         "core), dask (a Dask LocalCluster on 127.0.0.1), dask:tcp://HOST:PORT (a running Dask scheduler), "
@@ -157,14 +166,19 @@ def run(args: argparse.Namespace) -> int:
         reference=None if args.reference.lower() == "none" else args.reference,
         force=args.force,
         primary_metric=args.primary_metric,
+        # Unset: the local run's default; another executor shares the cores out among its workers itself.
+        threads=args.threads if args.threads is not None or args.executor != "local" else DEFAULT_THREADS,
         executor=args.executor,
     )
     doc = run_plan(plan, plugins, Progress(quiet=args.quiet))
 
-    from lusbench.results.document import write_leaderboard
+    from lusbench.results.document import LEADERBOARD_FILE, write_leaderboard
     from lusbench.results.render import stdout_console, table_renderable
 
     if args.json:
         write_leaderboard(doc, args.json)
-    stdout_console().print(table_renderable(doc))
+    console = stdout_console()
+    console.print(table_renderable(doc, width=console.width))
+    written = [str(args.out / LEADERBOARD_FILE), *([str(args.json)] if args.json else [])]
+    print(f"leaderboard written to {' and '.join(written)}; show it again with `lusbench leaderboard --out {args.out}`")
     return 0

@@ -14,9 +14,11 @@ import numpy as np
 
 from lusbench.evaluate.metricdefs import MetricDef
 
-# Row names of the reference rows (features of the expert labels / of the true masks) (docs/architecture.md).
-REFERENCE_EXPERT = "reference:expert-labels"
-REFERENCE_TRUE = "reference:true-masks"
+# Names of the label rows: the expert labels and (synthetic data) the true masks scored and fed to the tasks as
+# if they were predictions, the floor and ceiling of the strategies (docs/architecture.md). "labels:", not
+# "reference:": the reference is the strategy given by --reference.
+REFERENCE_EXPERT = "labels:expert"
+REFERENCE_TRUE = "labels:true"
 
 
 class TaskPredictions(TypedDict):
@@ -67,7 +69,7 @@ class TaskMetric:
 
 @dataclass
 class RunResults:
-    """Everything measured by one run, keyed by row (strategy spec or reference name) and seed.
+    """Everything measured by one run, keyed by row (strategy spec or label row name) and seed.
 
     - ``frame_patient``: ``(N,)`` patient id of every frame (the bootstrap unit for segmentation metrics).
     - ``seg[(row, seed)][metric]``: ``(N,)`` float64 per-frame out-of-fold value, NaN where undefined
@@ -75,7 +77,7 @@ class RunResults:
     - ``frame_fold[(row, seed)]``: ``(N,)`` int64 fold of the model that predicted each frame out of fold, so
       ``(seed, frame_fold[(row, seed)][i])`` names the trained model behind frame ``i``. The folds of a seed
       are the same for every strategy (that is what pairs two strategies' models). Absent for rows that
-      train nothing (reference rows).
+      train nothing (label rows).
     - ``tasks[(row, seed)][metric]``: list of floats, one per repeat of the task's patient-grouped CV;
       repeat ``r`` uses the same splits in every row, so values pair across rows.
     - ``task_predictions[(row, seed)][task]``: the task's per-row out-of-fold predictions
@@ -85,7 +87,7 @@ class RunResults:
       (:class:`TaskMetric`).
     - ``calibration[(row, seed)]``: reliability-diagram bins against the eval-threshold labels:
       ``{"bin_edges": [...], "count": [...], "mean_prob": [...], "frac_positive": [...]}``.
-    - ``rows``: row names in display order; ``references``: the subset that are reference rows.
+    - ``rows``: row names in display order; ``references``: the subset that are label rows.
     - ``reference_strategy``: the strategy every other row is compared with (paired, same seeds/folds).
     - ``primary_metric``: the metric the run is judged by, one no strategy trains on.
     - ``sweeps[row]``: ``{"family", "parameter", "value"}`` for strategies that declare a sweep parameter.

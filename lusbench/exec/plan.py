@@ -36,6 +36,7 @@ class RunPlan:
     reference: str | None
     force: bool = False
     primary_metric: str | None = None  # None: the dataset's (lusbench.evaluate.segmetrics.primary_metric)
+    threads: int | None = None  # torch intra-op threads per cell; None: the executor's default (cell_threads)
     executor: str = "local"  # --executor: where the cells run (lusbench.exec.executors)
 
 
@@ -49,13 +50,15 @@ class Made(NamedTuple):
 
 @dataclass(frozen=True)
 class Resolved:
-    """The run's plugin objects, resolved from the plan's specs."""
+    """The run's plugin objects, resolved from the plan's specs. ``reference_added``: the reference strategy was
+    not among ``--strategy``, so it was added (first) to ``strategies`` to be trained and compared with."""
 
     strategies: list[Made]
     reference: str | None
     tasks: list[Made]
     model: Made
     train_config: TrainConfig
+    reference_added: bool = False
 
 
 def resolve(plan: RunPlan, plugins: Plugins) -> Resolved:
@@ -73,12 +76,21 @@ def resolve(plan: RunPlan, plugins: Plugins) -> Resolved:
         train_config = TrainConfig(**plan.train)  # refused now, not after the dataset is built
     except TypeError as exc:
         raise UserError(f"training settings: {exc}") from None
-    strategies = [_make(plugins.strategies, spec, LabelStrategy) for spec in plan.strategies]
+    # A sweep A..B/STEP stands for several strategies; errors in one of them name the sweep it came from.
+    strategies = [_make(plugins.strategies, spec, LabelStrategy, label)
+                  for text in plan.strategies for spec, label in plugins.strategies.expand(text)]
     names = [s.obj.name for s in strategies]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise UserError(f"--strategy given twice: {', '.join(duplicates)}")
-    reference = _make(plugins.strategies, plan.reference, LabelStrategy, "--reference").obj.name if plan.reference else None
+    reference, added = None, False
+    if plan.reference:
+        made = _make(plugins.strategies, plan.reference, LabelStrategy, "--reference")
+        reference = made.obj.name
+        if reference not in names:
+            # A run that compares nothing answers nothing: the reference is trained too (first, as the row the
+            # others are read against); --reference none opts out.
+            strategies, added = [made, *strategies], True
     task_specs = plan.tasks if plan.tasks is not None else plugins.tasks.names()
     tasks = [_make(plugins.tasks, spec, DownstreamTask) for spec in task_specs]
     owners: dict[str, str] = {}
@@ -86,7 +98,7 @@ def resolve(plan: RunPlan, plugins: Plugins) -> Resolved:
         if metric in owners:
             raise UserError(f"--task {owners[metric]} and --task {task_name} both report '{metric}'")
         owners[metric] = task_name
-    return Resolved(strategies, reference, tasks, _make(plugins.models, plan.model, ModelBuilder), train_config)
+    return Resolved(strategies, reference, tasks, _make(plugins.models, plan.model, ModelBuilder), train_config, added)
 
 
 def _make(registry: Registry, spec: str, base: type, label: str | None = None) -> Made:

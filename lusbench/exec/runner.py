@@ -84,6 +84,9 @@ def _run_with(plan: RunPlan, plugins: Plugins, progress: Progress, resolved: Res
         patient_folds(dataset.patient, plan.folds, 0)
     except ValueError as exc:
         raise UserError(f"--folds {plan.folds}: {exc}") from None
+    if resolved.reference_added:
+        progress.note(f"reference strategy {resolved.reference} is not among --strategy: training it too, to compare "
+                      "with (--reference none skips the comparison)")
     runnable = []
     for task in resolved.tasks:
         reason = task.obj.skip_reason(dataset)
@@ -94,10 +97,15 @@ def _run_with(plan: RunPlan, plugins: Plugins, progress: Progress, resolved: Res
 
     from lusbench.train import engine as training
 
+    if plan.threads is not None:
+        import torch
+
+        # Before the keys are computed: the thread count is part of the training key (it changes the weights).
+        torch.set_num_threads(plan.threads)
     train_config = resolved.train_config
     device = training.resolve_device(plan.device)
     # The thread count every cell trains with, wherever it runs: part of the training key.
-    threads = executor.cell_threads(None)
+    threads = executor.cell_threads(plan.threads)
     environment = {**environment_info(device, plugins), "torch_threads": threads, "executor": executor.name}
     # What the leaderboard describes, for `check` to compare like with like; the store's reuse is decided by
     # the record keys below, not by this hash.

@@ -1,7 +1,7 @@
 """``lusbench check``: compare a fresh leaderboard with a committed baseline, metric by metric.
 
 A metric regresses when the baseline is better than the current value by more than the metric's absolute
-tolerance, in the metric's own direction (``higher_is_better``). Rows are paired by strategy; reference
+tolerance, in the metric's own direction (``higher_is_better``). Rows are paired by strategy; label
 rows are context and never compared. A baseline from another schema or configuration cannot be compared.
 """
 
@@ -11,7 +11,7 @@ import fnmatch
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from lusbench.errors import CannotCompareError, UserError
 from lusbench.evaluate.metricdefs import FALLBACK_TOLERANCE
@@ -29,7 +29,8 @@ FAILING = (VERDICT_REGRESSION, VERDICT_MISSING)
 
 @dataclass(frozen=True)
 class CheckLine:
-    """One compared (row, metric): ``delta = new - old``; ``verdict`` is one of the VERDICT_* strings."""
+    """One compared (strategy, metric): ``delta = new - old`` (fresh minus baseline); ``verdict`` is one of the
+    VERDICT_* strings; ``tolerance_source`` says where the tolerance came from (:func:`tolerance_for`)."""
 
     row: str
     metric: str
@@ -39,10 +40,30 @@ class CheckLine:
     delta: float | None
     tolerance: float
     verdict: str
+    tolerance_source: str = ""
 
     @property
     def failed(self) -> bool:
         return self.verdict in FAILING
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The comparison: a line per (strategy, metric) both leaderboards have the strategy of, and the baseline's
+    strategies the fresh leaderboard lacks (``missing``: each one failure, named once, not metric by metric)."""
+
+    lines: list[CheckLine]
+    missing: list[str]
+    missing_metrics: int  # how many baseline metrics the missing strategies leave unchecked
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.missing) or any(ln.failed for ln in self.lines)
+
+    def beyond_tolerance(self) -> list[CheckLine]:
+        """Failures first, then improvements and values only one side has: what a reader must see."""
+        order = {VERDICT_REGRESSION: 0, VERDICT_MISSING: 1, VERDICT_IMPROVED: 2, VERDICT_NEW: 3}
+        return sorted((ln for ln in self.lines if ln.verdict in order), key=lambda ln: order[ln.verdict])
 
 
 def parse_tolerances(items: Sequence[str]) -> dict[str, float]:
@@ -60,30 +81,53 @@ def parse_tolerances(items: Sequence[str]) -> dict[str, float]:
     return out
 
 
-def _lookup(metric: str, table: Mapping[str, float] | Sequence[tuple[str, float]]) -> float | None:
-    """Exact name first, then glob patterns in order."""
-    pairs = list(table.items()) if isinstance(table, Mapping) else list(table)
-    for pattern, tol in pairs:
-        if pattern == metric:
-            return float(tol)
-    for pattern, tol in pairs:
+def _lookup(metric: str, table: Mapping[str, float]) -> tuple[str, float] | None:
+    """(pattern, tolerance): the exact name first, then glob patterns in order."""
+    if metric in table:
+        return metric, float(table[metric])
+    for pattern, tol in table.items():
         if fnmatch.fnmatchcase(metric, pattern):
-            return float(tol)
+            return pattern, float(tol)
     return None
 
 
+class Tolerance(NamedTuple):
+    """A metric's tolerance and where it came from (one of the SOURCE_* strings, with the pattern that matched)."""
+
+    value: float
+    source: str
+
+
+SOURCE_FLAG = "--tolerance"
+SOURCE_BASELINE = "baseline tolerances"
+SOURCE_NOISE = "baseline noise_tolerances"
+SOURCE_DECLARED = "metric's definition"
+SOURCE_FALLBACK = "fallback"
+
+
 def tolerance_for(metric: str, overrides: Mapping[str, float], baseline_tolerances: Mapping[str, float],
-                  declared: Mapping[str, float | None] | None = None, noise: Mapping[str, float] | None = None) -> float:
+                  declared: Mapping[str, float | None] | None = None, noise: Mapping[str, float] | None = None) -> Tolerance:
     """The metric's tolerance, from the first source that has it: ``--tolerance`` flags, the baseline's
     hand-set ``tolerances`` map, the baseline's ``noise_tolerances`` (:func:`noise_tolerances`), the tolerance
     the metric's plugin declares (``declared``: name -> tolerance, from the leaderboard's ``metrics``), and
     :data:`~lusbench.evaluate.metricdefs.FALLBACK_TOLERANCE`."""
-    for table in (overrides, baseline_tolerances, noise or {}):
-        tol = _lookup(metric, table)
-        if tol is not None:
-            return tol
+    for table, source in ((overrides, SOURCE_FLAG), (baseline_tolerances, SOURCE_BASELINE), (noise or {}, SOURCE_NOISE)):
+        found = _lookup(metric, table)
+        if found is not None:
+            pattern, tol = found
+            return Tolerance(tol, source if pattern == metric else f"{source} {pattern}")
     tol = (declared or {}).get(metric)
-    return float(tol) if tol is not None else FALLBACK_TOLERANCE
+    return Tolerance(float(tol), SOURCE_DECLARED) if tol is not None else Tolerance(FALLBACK_TOLERANCE, SOURCE_FALLBACK)
+
+
+def check_tolerance_names(overrides: Mapping[str, float], *docs: Mapping[str, Any]) -> None:
+    """UserError for a ``--tolerance`` name or glob that matches no metric of ``docs``: a typo would otherwise
+    leave the gate at its old tolerance without a word."""
+    names = {m["name"] for doc in docs for m in doc.get("metrics") or []}
+    for pattern, tol in overrides.items():
+        if not any(pattern == n or fnmatch.fnmatchcase(n, pattern) for n in names):
+            raise UserError(f"--tolerance {pattern}={tol:g}: no metric of the leaderboards matches {pattern!r} "
+                            "(see `lusbench leaderboard --metrics all`)")
 
 
 #: Noise-derived tolerances: this many standard errors of a strategy's mean (the CI half-width / 1.96; the CI
@@ -104,7 +148,7 @@ def noise_tolerances(doc: Mapping[str, Any], multiple: float = NOISE_MULTIPLE) -
     out: dict[str, float] = {}
     for m in doc["metrics"]:
         name = m["name"]
-        ses = [(e["ci_high"] - e["ci_low"]) / (2 * 1.959964) for r in doc["rows"] if not r.get("reference")
+        ses = [(e["ci_high"] - e["ci_low"]) / (2 * 1.959964) for r in doc["rows"] if not r.get("label_row")
                if (e := r["metrics"].get(name) or {}).get("ci_low") is not None and e.get("ci_high") is not None]
         if not ses:
             continue
@@ -153,7 +197,7 @@ def ensure_comparable(baseline: Mapping[str, Any], current: Mapping[str, Any]) -
     if old_hash is None or old_hash != new_hash:
         diffs = config_differences(old_cfg, new_cfg)
         detail = "; ".join(diffs) if diffs else f"config_hash {old_hash!r} != {new_hash!r}, listed keys equal"
-        raise CannotCompareError(f"baseline was made with another configuration ({detail}); rerun with its "
+        raise CannotCompareError(f"baseline was made with another configuration (baseline != fresh: {detail}); rerun with its "
                                  "configuration or refresh it with --update-baseline")
     old_dir = {m["name"]: m["higher_is_better"] for m in baseline["metrics"]}
     new_dir = {m["name"]: m["higher_is_better"] for m in current["metrics"]}
@@ -185,40 +229,41 @@ def _verdict(old: float | None, new: float | None, higher: bool, tol: float) -> 
 
 def compare(
     baseline: Mapping[str, Any], current: Mapping[str, Any], overrides: Mapping[str, float] | None = None
-) -> list[CheckLine]:
+) -> CheckResult:
     """Every (strategy row, baseline metric) of the baseline against the current document.
 
-    A baseline row or metric missing from the current document is MISSING (a failure: the benchmark lost
-    something it used to measure); a value missing in both is n/a; a value only in the current one is new.
-    Raises CannotCompareError as :func:`ensure_comparable`.
+    A baseline metric missing from the current document is MISSING (a failure: the benchmark lost something it
+    used to measure), and so is a whole baseline strategy (listed once in ``CheckResult.missing``); a value
+    missing in both is n/a; a value only in the current one is new. Raises CannotCompareError as
+    :func:`ensure_comparable`.
     """
     ensure_comparable(baseline, current)
     stored = baseline_tolerances(baseline)
     noise = baseline_tolerances(baseline, "noise_tolerances")
     declared = {**declared_tolerances(baseline), **declared_tolerances(current)}
     current_rows = {r["strategy"]: r for r in current["rows"]}
-    lines = []
+    lines, missing = [], []
     for old_row in baseline["rows"]:
-        if old_row.get("reference"):
+        if old_row.get("label_row"):
             continue
         new_row = current_rows.get(old_row["strategy"])
+        if new_row is None:
+            missing.append(old_row["strategy"])
+            continue
         for m in baseline["metrics"]:
             name, higher = m["name"], bool(m["higher_is_better"])
             tol = tolerance_for(name, overrides or {}, stored, declared, noise)
             old = (old_row["metrics"].get(name) or {}).get("mean")
-            new = None if new_row is None else (new_row["metrics"].get(name) or {}).get("mean")
-            if new_row is None:
-                delta, verdict = None, VERDICT_MISSING
-            else:
-                delta, verdict = _verdict(old, new, higher, tol)
-            lines.append(CheckLine(old_row["strategy"], name, higher, old, new, delta, tol, verdict))
-    return lines
+            new = (new_row["metrics"].get(name) or {}).get("mean")
+            delta, verdict = _verdict(old, new, higher, tol.value)
+            lines.append(CheckLine(old_row["strategy"], name, higher, old, new, delta, tol.value, verdict, tol.source))
+    return CheckResult(lines, missing, len(missing) * len(baseline["metrics"]))
 
 
 def uncompared_rows(baseline: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
     """Strategies of the current leaderboard that the baseline does not have (so nothing guards them yet)."""
     known = {r["strategy"] for r in baseline["rows"]}
-    return [r["strategy"] for r in current["rows"] if not r.get("reference") and r["strategy"] not in known]
+    return [r["strategy"] for r in current["rows"] if not r.get("label_row") and r["strategy"] not in known]
 
 
 def updated_baseline(current: Mapping[str, Any], previous: Mapping[str, Any] | None,
@@ -243,16 +288,33 @@ def updated_baseline(current: Mapping[str, Any], previous: Mapping[str, Any] | N
     return doc
 
 
-def summary(lines: Sequence[CheckLine]) -> str:
+def _named(lines: Sequence[CheckLine], limit: int = 5) -> str:
+    shown = ", ".join(f"{ln.row} {ln.metric} (baseline {fmt_value(ln.old)}, fresh {fmt_value(ln.new)}, tolerance "
+                      f"{ln.tolerance:g})" for ln in lines[:limit])
+    return shown + (f" and {len(lines) - limit} more" if len(lines) > limit else "")
+
+
+def summary(result: CheckResult) -> str:
     """One line: how many metrics were compared and which failed."""
+    lines = result.lines
     failed = [ln for ln in lines if ln.failed]
     rows = len({ln.row for ln in lines})
-    if not failed:
+    lost = f"{len(result.missing)} baseline strategies missing ({', '.join(result.missing)})" if result.missing else ""
+    if not result.failed:
         improved = sum(ln.verdict == VERDICT_IMPROVED for ln in lines)
         hint = f"; {improved} improved beyond tolerance (refresh the baseline with --update-baseline)" if improved else ""
         return f"check passed: {len(lines)} metrics compared over {rows} strategies, no regression{hint}"
-    shown = ", ".join(
-        f"{ln.row} {ln.metric} ({fmt_value(ln.old)} -> {fmt_value(ln.new)}, tolerance {ln.tolerance:g})" for ln in failed[:5]
-    )
-    more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
-    return f"check FAILED: {len(failed)} of {len(lines)} metrics regressed or went missing: {shown}{more}"
+    parts = [f"{len(failed)} of {len(lines)} metrics regressed or went missing: {_named(failed)}"] if failed else []
+    return "check FAILED: " + "; ".join(parts + ([lost] if lost else []))
+
+
+def update_summary(result: CheckResult) -> str:
+    """What ``--update-baseline`` accepted, in place of a verdict: the changes the new baseline makes the norm."""
+    worse = [ln for ln in result.lines if ln.failed]
+    better = [ln for ln in result.lines if ln.verdict == VERDICT_IMPROVED]
+    if not (worse or better or result.missing):
+        return f"no metric changed beyond tolerance ({len(result.lines)} compared)"
+    parts = ([f"{len(worse)} worse or lost: {_named(worse, 3)}"] if worse else []) + \
+            ([f"{len(better)} better"] if better else []) + \
+            ([f"strategies dropped: {', '.join(result.missing)}"] if result.missing else [])
+    return "accepted as the new baseline: " + "; ".join(parts)

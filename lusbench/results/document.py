@@ -15,7 +15,10 @@ from typing import Any
 from lusbench.errors import UserError
 from lusbench.fileio import atomic_write_text
 
-SCHEMA = "lusbench.leaderboard/2"
+# 3: the label rows are named labels:expert / labels:true and flagged "label_row" (they were reference:* rows
+# flagged "reference", a word now kept for the --reference strategy); a /2 document is upgraded on reading.
+SCHEMA = "lusbench.leaderboard/3"
+_RENAMED_ROWS_2 = {"reference:expert-labels": "labels:expert", "reference:true-masks": "labels:true"}
 DEFAULT_RUN_DIR = "lusbench-runs"
 LEADERBOARD_FILE = "leaderboard.json"
 
@@ -55,6 +58,21 @@ def read_leaderboard(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise UserError(f"{path} is not readable JSON: {exc}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("rows"), list) or not isinstance(doc.get("metrics"), list):
         raise UserError(f"{path} is not a lusbench leaderboard (no 'rows'/'metrics' lists)")
+    return upgrade(doc)
+
+
+def upgrade(doc: dict[str, Any]) -> dict[str, Any]:
+    """A ``lusbench.leaderboard/2`` document in this schema (the numbers are the same; only the label rows' names
+    and flag changed), so a committed baseline keeps working; other documents are returned as they are."""
+    if doc.get("schema") != "lusbench.leaderboard/2":
+        return doc
+    for row in doc["rows"]:
+        if isinstance(row, dict):
+            row["strategy"] = _RENAMED_ROWS_2.get(row.get("strategy"), row.get("strategy"))
+            row["label_row"] = bool(row.pop("reference", False))
+    if isinstance(doc.get("calibration"), dict):
+        doc["calibration"] = {_RENAMED_ROWS_2.get(k, k): v for k, v in doc["calibration"].items()}
+    doc["schema"] = SCHEMA
     return doc
 
 

@@ -21,14 +21,14 @@ def build_leaderboard(results: RunResults, reference: str | None = None, primary
     """The leaderboard document of ``results``; ``reference`` overrides ``results.reference_strategy`` and
     ``primary_metric`` overrides ``results.primary_metric``.
 
-    Raises ValueError when the requested reference strategy is a reference row (those are context, never
-    the paired baseline), or the primary metric is not one of the run's metrics.
+    Raises ValueError when the requested reference strategy is a label row (those are context, never
+    compared with), or the primary metric is not one of the run's metrics.
     """
     from lusbench.evaluate import stats
 
     ref = reference if reference is not None else results.reference_strategy
     if ref is not None and ref in results.references:
-        raise ValueError(f"{ref} is a reference row, not a strategy; it cannot be the paired baseline")
+        raise ValueError(f"{ref} is a label row, not a strategy; it cannot be the reference strategy")
     run = stats.RunStatistics(results)
     defs = results.metric_defs
     primary = primary_metric or results.primary_metric
@@ -51,7 +51,7 @@ def build_leaderboard(results: RunResults, reference: str | None = None, primary
             metrics[d.name] = {"mean": est.mean, "ci_low": est.ci_low, "ci_high": est.ci_high, "n": est.n, "seeds": n_seeds,
                                "models": est.models}
         seeds = sorted({s for (r, s) in (*results.seg, *results.tasks) if r == row})
-        rows.append({"strategy": row, "reference": row in results.references, "seeds": seeds, "metrics": metrics,
+        rows.append({"strategy": row, "label_row": row in results.references, "seeds": seeds, "metrics": metrics,
                      "comparison": {}, "rank": {}, **({"sweep": results.sweeps[row]} if row in results.sweeps else {})})
     by_name = {r["strategy"]: r for r in rows}
 

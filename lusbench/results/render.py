@@ -16,6 +16,7 @@ from lusbench.results.document import dumps
 
 if TYPE_CHECKING:
     from rich.table import Table
+    from rich.text import Text
 
 FORMATS = ("table", "markdown", "csv", "json", "html")
 # "?" = untestable: too few trained models to tell a difference from training noise (docs/statistics.md).
@@ -101,20 +102,53 @@ def column_header(doc: dict[str, Any], metric: str) -> str:
     return f"{metric} {'↑' if higher else '↓'}{primary}" + (f" (n={n})" if n is not None else "")
 
 
-def legend(doc: dict[str, Any]) -> str:
-    """One paragraph saying what the cells mean (printed under every table)."""
+def untestable_columns(doc: dict[str, Any], metrics: Sequence[str]) -> dict[str, int]:
+    """Metric -> the most (seed, fold) model pairs behind any of its comparisons, for the metrics no row could be
+    tested on (every comparison ``untestable``): the legend says why that column has only ``?``."""
+    out = {}
+    for metric in metrics:
+        comps = [c for r in doc["rows"] if (c := (r.get("comparison") or {}).get(metric))]
+        if comps and all(c.get("mark") == "untestable" for c in comps):
+            out[metric] = max(int(c.get("models") or 0) for c in comps)
+    return out
+
+
+def legend_lines(doc: dict[str, Any], metrics: Sequence[str]) -> list[str]:
+    """What the cells mean, every metric shown, and which columns cannot be tested (printed under every table)."""
     ref = doc.get("reference_strategy")
-    repeats = any(m.get("unit") == "seed_repeat" for m in doc["metrics"])
+    repeats = any(m.get("unit") == "seed_repeat" for m in doc["metrics"] if m["name"] in metrics)
     n_is = "patients" + (", or seeds x CV repeats for task metrics without per-patient predictions" if repeats else "")
-    text = f"Mean [95% CI]; n = {n_is}; #k = rank among strategies."
-    if doc.get("primary_metric"):
-        text += (f" Primary metric: {doc['primary_metric']}, one no strategy trains on (dice, hd95, ece score against "
-                 "the labels at the eval threshold, which threshold:0.5 trains on).")
-    if doc.get("comparison_note"):
-        return f"{text} {doc['comparison_note']}."
+    lines = [f"Mean and its 95% CI [low, high] over {n_is} (n); #k = rank among the strategies."]
     least = (doc.get("statistics") or {}).get("min_model_pairs", 6)
-    return (f"{text} ▲/▼ = significantly better/worse than {ref} (paired test over (seed, fold) model pairs, "
-            f"Holm-adjusted p < 0.05); ? = untestable: fewer than {least} model pairs; see docs/statistics.md.")
+    if doc.get("comparison_note"):
+        lines.append(f"{doc['comparison_note'][0].upper()}{doc['comparison_note'][1:]}.")
+    else:
+        lines.append(f"▲/▼ = significantly better/worse than the reference strategy {ref} (paired test over (seed, fold) "
+                     f"model pairs, Holm-adjusted p < 0.05); ? = untestable: fewer than {least} model pairs; see "
+                     "docs/statistics.md.")
+    labels = [r["strategy"] for r in doc["rows"] if r.get("label_row")]
+    if labels:
+        lines.append(f"Label rows ({', '.join(labels)}): the expert labels and the true masks themselves, scored and fed "
+                     "to the tasks as if they were predictions; context, neither ranked nor tested.")
+    defs = {m["name"]: m for m in doc["metrics"]}
+    primary = doc.get("primary_metric")
+    if primary in metrics:
+        lines.append(f"Primary metric {primary}: one no strategy trains on (dice, hd95 and ece score against the labels "
+                     "at the eval threshold, which threshold:0.5 trains on).")
+    for metric in metrics:
+        d, n = defs[metric], common_n(doc, metric)
+        lines.append(f"  {metric} {'↑' if d['higher_is_better'] else '↓'}: {d.get('description') or ''}"
+                     + (f" (n={n})" if n is not None else ""))
+    untestable = untestable_columns(doc, metrics)
+    if untestable:
+        lines.append(f"Cannot be tested in this run (? in every row; at most {max(untestable.values())} (seed, fold) "
+                     f"model pairs, fewer than {least}; more seeds or folds make them testable): {', '.join(untestable)}.")
+    return lines
+
+
+def legend(doc: dict[str, Any], metrics: Sequence[str] | None = None) -> str:
+    """:func:`legend_lines` as one text block (``metrics``: the columns shown; default: the default set)."""
+    return "\n".join(legend_lines(doc, select_columns(doc, metrics)))
 
 
 def config_line(doc: dict[str, Any]) -> str:
@@ -123,19 +157,80 @@ def config_line(doc: dict[str, Any]) -> str:
     return ", ".join(f"{k}={config[k]}" for k in keys if k in config)
 
 
-def table_renderable(doc: dict[str, Any], metrics: Sequence[str] | None = None) -> Table:
-    """The terminal table as a rich Table (colours for the marks; references dimmed)."""
-    from rich.table import Table
+def _name_cell(doc: dict[str, Any], row: dict[str, Any]) -> Text:
+    from rich.text import Text
+
+    name = Text(row["strategy"], style="italic dim" if row.get("label_row") else "")
+    if row["strategy"] == doc.get("reference_strategy"):
+        name.append("\n(reference)", style="bold")
+    return name
+
+
+# Box-drawing columns cost their padding (2) and a border (1); the table its left border (1).
+_COLUMN_COST, _TABLE_COST = 3, 1
+
+
+def _wide_columns(doc: dict[str, Any], columns: list[str], width: int) -> list[str]:
+    """The leading ``columns`` whose stacked cells (mean line over CI line) fit in ``width`` beside the names."""
+    name_width = max([len("strategy"), len("(reference)"), *(len(r["strategy"]) for r in doc["rows"])])
+    used, kept = _TABLE_COST + name_width + _COLUMN_COST, []
+    for metric in columns:
+        used += _cell_width(doc, metric) + _COLUMN_COST
+        if used > width:
+            break
+        kept.append(metric)
+    return kept
+
+
+def _cell_width(doc: dict[str, Any], metric: str) -> int:
+    """The widest line of the metric's cells (a number is never cut, so its column is at least this wide)."""
+    widths = [len(metric) + 2 if "." not in metric else max(len(p) for p in metric.split(".")) + 2, len("primary")]
+    for row in doc["rows"]:
+        mean, ci, mark, rank = cell_parts(doc, row, metric)
+        widths += [len(" ".join(p for p in (mean, mark, rank) if p)), len(ci)]
+    return max(widths)
+
+
+def table_renderable(doc: dict[str, Any], metrics: Sequence[str] | None = None, width: int = 200) -> Any:
+    """The terminal table for a console ``width`` columns wide (colours for the marks; label rows dimmed).
+
+    Wide (a column per metric, the CI under the mean) while the columns fit; numbers are never cut. With the
+    default columns, those that do not fit are left out and named; ``metrics`` the user chose that do not fit,
+    and ``["all"]``, are shown long: a row per (metric, strategy).
+    """
+    from rich.console import Group
     from rich.text import Text
 
     columns = select_columns(doc, metrics)
-    table = Table(title=f"lusbench leaderboard  {config_line(doc)}", title_justify="left", caption=legend(doc),
-                  caption_justify="left", show_lines=True)
-    table.add_column("strategy", no_wrap=True)
+    if metrics is not None:
+        fitting = _wide_columns(doc, columns, width) if list(metrics) != ["all"] else []
+        body = _wide_table(doc, columns) if fitting == columns else _long_table(doc, columns)
+        shown, left_out = columns, []
+    else:
+        shown = _wide_columns(doc, columns, width) or columns[:1]
+        left_out = columns[len(shown):]
+        body = _wide_table(doc, shown)
+    title = Text(f"lusbench leaderboard  {config_line(doc)}")
+    notes = legend_lines(doc, shown)
+    if left_out:
+        notes.append(f"Not shown at this width: {', '.join(left_out)} (`lusbench leaderboard --metrics all` lists every "
+                     "metric, a row each; a wider terminal shows more columns).")
+    return Group(title, body, Text("\n".join(notes), style="dim"))
+
+
+def _wide_table(doc: dict[str, Any], columns: list[str]) -> Table:
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(show_lines=True)
+    table.add_column("strategy", overflow="fold")
     for metric in columns:
-        table.add_column(column_header(doc, metric), justify="right")
+        higher = next(m["higher_is_better"] for m in doc["metrics"] if m["name"] == metric)
+        header = f"{metric} {'↑' if higher else '↓'}" + ("\nprimary" if metric == doc.get("primary_metric") else "")
+        # no_wrap with min_width: a number is shown whole or the layout switches to the long form, never "0.74…".
+        table.add_column(header, justify="right", no_wrap=True, min_width=_cell_width(doc, metric), overflow="fold")
     for row in doc["rows"]:
-        cells: list[Text | str] = []
+        cells: list[Text] = []
         for metric in columns:
             mean, ci, mark, rank = cell_parts(doc, row, metric)
             cell = Text(mean)
@@ -146,11 +241,30 @@ def table_renderable(doc: dict[str, Any], metrics: Sequence[str] | None = None) 
             if ci:
                 cell.append(f"\n{ci}", style="dim")
             cells.append(cell)
-        name = Text(row["strategy"] + (" (ref.)" if row.get("reference") else ""),
-                    style="italic dim" if row.get("reference") else "")
-        if row["strategy"] == doc.get("reference_strategy"):
-            name.append(" (baseline)", style="bold")
-        table.add_row(name, *cells)
+        table.add_row(_name_cell(doc, row), *cells)
+    return table
+
+
+def _long_table(doc: dict[str, Any], columns: list[str]) -> Table:
+    """A row per (metric, strategy), the metric named once per group: fits 80 columns whatever the metric count."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("metric", overflow="fold")
+    table.add_column("strategy", overflow="fold")
+    for col in ("mean", "95% CI", "vs ref.", "rank"):
+        table.add_column(col, justify="right", no_wrap=True)
+    defs = {m["name"]: m for m in doc["metrics"]}
+    for metric in columns:
+        label = f"{metric} {'↑' if defs[metric]['higher_is_better'] else '↓'}"
+        # Rows without a value for this metric (label rows for most metrics) would be a line of dashes.
+        rows = [r for r in doc["rows"] if (r["metrics"].get(metric) or {}).get("mean") is not None]
+        for i, row in enumerate(rows):
+            mean, ci, mark, rank = cell_parts(doc, row, metric)
+            table.add_row(label if i == 0 else "", _name_cell(doc, row), mean, ci,
+                          Text(mark, style=MARK_STYLE.get(mark, "")), rank, end_section=i == len(rows) - 1)
     return table
 
 
@@ -178,7 +292,7 @@ def render_table(doc: dict[str, Any], metrics: Sequence[str] | None = None, widt
     from rich.console import Console
 
     console = Console(file=io.StringIO(), width=width, color_system=None, record=True)
-    console.print(table_renderable(doc, metrics))
+    console.print(table_renderable(doc, metrics, width))
     return console.export_text()
 
 
@@ -191,18 +305,18 @@ def render_markdown(doc: dict[str, Any], metrics: Sequence[str] | None = None) -
     ]
     for row in doc["rows"]:
         name = row["strategy"].replace("|", "\\|")
-        if row.get("reference"):
-            name = f"*{name}* (ref.)"
+        if row.get("label_row"):
+            name = f"*{name}*"
         elif row["strategy"] == ref:
-            name = f"**{name}** (baseline)"
+            name = f"**{name}** (reference)"
         cells = [" ".join(p for p in cell_parts(doc, row, m) if p) for m in columns]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     config = config_line(doc)
     head = f"Configuration: {config}\n\n" if config else ""
-    return head + "\n".join(lines) + f"\n\n{legend(doc)}\n"
+    return head + "\n".join(lines) + "\n\n" + "\n".join(ln.strip() for ln in legend_lines(doc, columns)) + "\n"
 
 
-CSV_COLUMNS = ("strategy", "reference", "metric", "higher_is_better", "unit", "mean", "ci_low", "ci_high", "n", "seeds",
+CSV_COLUMNS = ("strategy", "label_row", "metric", "higher_is_better", "unit", "mean", "ci_low", "ci_high", "n", "seeds",
                "delta", "p_value", "p_holm", "mark", "rank")
 
 
@@ -226,7 +340,7 @@ def render_csv(doc: dict[str, Any], metrics: Sequence[str] | None = None) -> str
             entry = row["metrics"].get(metric) or {}
             comp = row.get("comparison", {}).get(metric) or {}
             values = {
-                "strategy": row["strategy"], "reference": row.get("reference", False), "metric": metric,
+                "strategy": row["strategy"], "label_row": row.get("label_row", False), "metric": metric,
                 "higher_is_better": defs[metric]["higher_is_better"], "unit": defs[metric].get("unit"),
                 **{k: entry.get(k) for k in ("mean", "ci_low", "ci_high", "n", "seeds")},
                 **{k: comp.get(k) for k in ("delta", "p_value", "p_holm", "mark")},

@@ -16,13 +16,25 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from lusbench.fileio import atomic_write_text
-from lusbench.results.render import MARK_GLYPH, cell_parts, column_header, config_line, default_columns, fmt_p, fmt_value, legend
+from lusbench.results.render import (
+    MARK_GLYPH,
+    cell_parts,
+    column_header,
+    config_line,
+    default_columns,
+    fmt_p,
+    fmt_value,
+    legend_lines,
+)
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 MARK_COLOR = {"better": "#1a9850", "worse": "#d73027"}
+# Line and bar colours of the rows: no green and no red, which mean "significantly better/worse" (MARK_COLOR).
+# Grey comes last: the reliability diagram's diagonal is grey.
+ROW_COLORS = ("#2b5c8a", "#e08214", "#8073ac", "#17becf", "#8c510a", "#de77ae", "#000000", "#bcbd22", "#7f7f7f")
 
 
 def sweep_families(doc: dict[str, Any]) -> dict[str, list[tuple[float, dict[str, Any]]]]:
@@ -31,7 +43,7 @@ def sweep_families(doc: dict[str, Any]) -> dict[str, list[tuple[float, dict[str,
     families: dict[str, list[tuple[float, dict[str, Any]]]] = {}
     for row in doc["rows"]:
         sweep = row.get("sweep")
-        if sweep and not row.get("reference"):
+        if sweep and not row.get("label_row"):
             families.setdefault(f"{sweep['family']}:{sweep['parameter']}", []).append((float(sweep["value"]), row))
     return {name: sorted(rows, key=lambda p: p[0]) for name, rows in families.items() if len(rows) >= 2}
 
@@ -65,11 +77,15 @@ def _grid(n: int, ncols: int, panel: tuple[float, float]) -> tuple[Figure, list[
     return fig, axes[:n]
 
 
+def _row_color(i: int) -> str:
+    return ROW_COLORS[i % len(ROW_COLORS)]
+
+
 def figure_sweep(doc: dict[str, Any], family: str, metrics: Sequence[str]) -> Figure | None:
     """Each metric against the swept parameter of one strategy family (mean, 95% CI band; significant points
-    coloured), other strategies and reference rows as horizontal lines. None without values."""
-    from matplotlib import colormaps
-
+    coloured), other strategies as horizontal lines, label rows as lines when they fall in the strategies' range
+    and as a labelled arrow at the panel's edge when they do not (a line at 0.91 would squash differences of 0.01).
+    Two settings are points with error bars: two points make no curve. None without values."""
     curve = sweep_families(doc).get(family) or []
     members = {id(r) for _, r in curve}
     flat = [r for r in doc["rows"] if id(r) not in members]
@@ -77,29 +93,32 @@ def figure_sweep(doc: dict[str, Any], family: str, metrics: Sequence[str]) -> Fi
         return None
     name, _, parameter = family.partition(":")
     fig, axes = _grid(len(metrics), 3, (4.2, 3.2))
-    colors = colormaps["tab10"]
     for ax, metric in zip(axes, metrics, strict=True):
         pts = [(t, *_entry(r, metric), (r.get("comparison", {}).get(metric) or {}).get("mark", ""), r["strategy"])
                for t, r in curve]
         pts = [p for p in pts if p[1] is not None]
         if pts:
-            ts = [p[0] for p in pts]
-            ax.plot(ts, [p[1] for p in pts], "-o", color="#2b5c8a", label=f"{name}:{parameter}", zorder=3)
+            ts, means = [p[0] for p in pts], [p[1] for p in pts]
             lo = [p[2] if p[2] is not None else p[1] for p in pts]
             hi = [p[3] if p[3] is not None else p[1] for p in pts]
-            ax.fill_between(ts, lo, hi, color="#2b5c8a", alpha=0.2, label="95% CI")
+            if len(pts) >= 3:
+                ax.plot(ts, means, "-o", color=_row_color(0), label=f"{name}:{parameter}", zorder=3)
+                ax.fill_between(ts, lo, hi, color=_row_color(0), alpha=0.2, label="95% CI")
+            else:
+                ax.errorbar(ts, means, yerr=_yerr(means, lo, hi), fmt="o", capsize=4, color=_row_color(0),
+                            label=f"{name}:{parameter} (95% CI)", zorder=3)
             for t, mean, _, _, mark, _ in pts:
                 if mark in MARK_COLOR:
                     ax.plot([t], [mean], "o", color=MARK_COLOR[mark], markersize=9, zorder=4)
             for t, mean, _, _, _, strategy in pts:
                 if strategy == doc.get("reference_strategy"):
-                    ax.plot([t], [mean], "s", mfc="none", mec="black", markersize=11, zorder=5, label="baseline")
-        for i, row in enumerate(flat):
-            mean = _entry(row, metric)[0]
-            if mean is not None:
-                # tab10's first colour is close to the curve's: start at the second.
-                ax.axhline(mean, color=colors((i + 1) % 10), linestyle=":" if row.get("reference") else "--", lw=1.3,
-                           label=row["strategy"])
+                    ax.plot([t], [mean], "s", mfc="none", mec="black", markersize=11, zorder=5, label="reference strategy")
+        others = [(i, r, _entry(r, metric)[0]) for i, r in enumerate(flat)]
+        for i, row, mean in others:
+            if mean is not None and not row.get("label_row"):
+                ax.axhline(mean, color=_row_color(i + 1), linestyle="--", lw=1.3, label=row["strategy"])
+        if pts or ax.lines:
+            _label_rows(ax, [(i, r, m) for i, r, m in others if m is not None and r.get("label_row")])
         ax.set_title(column_header(doc, metric), fontsize=10)
         ax.set_xlabel(f"{name}: {parameter}")
         ax.grid(alpha=0.3)
@@ -115,9 +134,23 @@ def figure_sweep(doc: dict[str, Any], family: str, metrics: Sequence[str]) -> Fi
     return fig
 
 
+def _label_rows(ax: Axes, rows: list[tuple[int, dict[str, Any], float]]) -> None:
+    """Label rows as dotted lines inside the strategies' y range; outside it, an arrow at the edge with the value,
+    so the axis stays scaled to the strategies."""
+    low, high = ax.get_ylim()
+    for i, row, mean in rows:
+        if low <= mean <= high:
+            ax.axhline(mean, color=_row_color(i + 1), linestyle=":", lw=1.3, label=row["strategy"])
+            continue
+        above = mean > high
+        ax.annotate(f"{row['strategy']} {fmt_value(mean)} {'↑' if above else '↓'}", xy=(0.98, 0.97 if above else 0.03),
+                    xycoords="axes fraction", ha="right", va="top" if above else "bottom", fontsize=7,
+                    color=_row_color(i + 1), bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": _row_color(i + 1)})
+    ax.set_ylim(low, high)
+
+
 def figure_per_class(doc: dict[str, Any], prefix: str = "dice.") -> Figure | None:
     """Grouped bars: one group per class (``dice.<class>`` metrics), one bar per row that has them."""
-    from matplotlib import colormaps
     from matplotlib.figure import Figure
 
     classes = [m["name"] for m in doc["metrics"] if m["name"].startswith(prefix)]
@@ -127,7 +160,6 @@ def figure_per_class(doc: dict[str, Any], prefix: str = "dice.") -> Figure | Non
     fig = Figure(figsize=(max(6.0, 1.2 * len(classes) * max(1, len(rows)) / 3), 3.8), layout="constrained")
     ax = fig.subplots()
     width = 0.8 / len(rows)
-    colors = colormaps["tab10"]
     for i, row in enumerate(rows):
         xs, means, lows, highs = [], [], [], []
         for j, c in enumerate(classes):
@@ -137,8 +169,7 @@ def figure_per_class(doc: dict[str, Any], prefix: str = "dice.") -> Figure | Non
                 means.append(mean)
                 lows.append(lo)
                 highs.append(hi)
-        ax.bar(xs, means, width, yerr=_yerr(means, lows, highs), capsize=2, color=colors(i % 10),
-               hatch="//" if row.get("reference") else None, label=row["strategy"])
+        ax.bar(xs, means, width, yerr=_yerr(means, lows, highs), capsize=2, color=_row_color(i), label=row["strategy"])
     ax.set_xticks(range(len(classes)), [c[len(prefix):] for c in classes])
     ax.set_ylabel(prefix.rstrip(".") + " (mean, 95% CI)")
     ax.grid(axis="y", alpha=0.3)
@@ -148,7 +179,6 @@ def figure_per_class(doc: dict[str, Any], prefix: str = "dice.") -> Figure | Non
 
 def figure_reliability(doc: dict[str, Any]) -> Figure | None:
     """Reliability diagram (observed frequency vs mean predicted probability per bin) and bin occupancy."""
-    from matplotlib import colormaps
     from matplotlib.figure import Figure
 
     calibration = doc.get("calibration") or {}
@@ -157,18 +187,17 @@ def figure_reliability(doc: dict[str, Any]) -> Figure | None:
     fig = Figure(figsize=(6.5, 6.0), layout="constrained")
     top, bottom = fig.subplots(2, 1, height_ratios=[3, 1], sharex=True)
     top.plot([0, 1], [0, 1], color="grey", lw=1, linestyle="--", label="perfect calibration")
-    colors = colormaps["tab10"]
     for i, (row, bins) in enumerate(calibration.items()):
         count = [c or 0 for c in bins["count"]]
         total = sum(count) or 1
         pts = [(p, f) for p, f, c in zip(bins["mean_prob"], bins["frac_positive"], count, strict=True)
                if c and p is not None and f is not None]
         if pts:
-            top.plot(*zip(*pts, strict=True), "-o", markersize=3, color=colors(i % 10), label=row)
+            top.plot(*zip(*pts, strict=True), "-o", markersize=3, color=_row_color(i), label=row)
         edges = bins["bin_edges"]
         centers = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:], strict=True)]
         # Empty bins are gaps, not a plunge to log(0).
-        bottom.plot(centers, [c / total if c else float("nan") for c in count], "-o", markersize=2, color=colors(i % 10))
+        bottom.plot(centers, [c / total if c else float("nan") for c in count], "-o", markersize=2, color=_row_color(i))
     top.set_ylabel("observed frequency of the label")
     top.set_xlim(0, 1)
     top.set_ylim(0, 1)
@@ -183,7 +212,8 @@ def figure_reliability(doc: dict[str, Any]) -> Figure | None:
 
 def figure_downstream(doc: dict[str, Any]) -> Figure | None:
     """One panel per task metric: every row's mean with its 95% CI, significant differences coloured."""
-    metrics = [m["name"] for m in doc["metrics"] if m.get("unit") == "seed_repeat"]
+    # By kind, not unit: task metrics with stored predictions have patients as their unit.
+    metrics = [m["name"] for m in doc["metrics"] if m.get("kind") == "task" or m.get("unit") == "seed_repeat"]
     if not metrics:
         return None
     rows = doc["rows"]
@@ -194,7 +224,7 @@ def figure_downstream(doc: dict[str, Any]) -> Figure | None:
             if mean is None:
                 continue
             mark = (row.get("comparison", {}).get(metric) or {}).get("mark", "")
-            color = "#888888" if row.get("reference") else MARK_COLOR.get(mark, "#2b5c8a")
+            color = "#888888" if row.get("label_row") else MARK_COLOR.get(mark, _row_color(0))
             ax.errorbar([mean], [y], xerr=_yerr([mean], [lo], [hi]), fmt="o", color=color, capsize=3)
         ax.set_yticks(range(len(rows)), [r["strategy"] for r in rows], fontsize=8)
         ax.invert_yaxis()
@@ -209,7 +239,7 @@ h1{font-size:1.6em}h2{margin-top:1.8em;border-bottom:1px solid #ddd;padding-bott
 table{border-collapse:collapse;font-size:.85em;margin:.8em 0}
 th,td{border:1px solid #ddd;padding:.3em .55em;text-align:right;vertical-align:top}
 th:first-child,td:first-child{text-align:left}th{background:#f4f6f8}
-tr.reference td{color:#777;font-style:italic}tr.baseline td:first-child{font-weight:bold}
+tr.label-row td{color:#777;font-style:italic}tr.reference td:first-child{font-weight:bold}
 .better{color:#1a9850;font-weight:bold}.worse{color:#d73027;font-weight:bold}.ci,.rank{color:#777;font-size:.9em}
 img{max-width:100%;height:auto;border:1px solid #eee}.note{color:#555}code{background:#f4f6f8;padding:0 .2em}
 """
@@ -233,9 +263,9 @@ def _cell_html(doc: dict[str, Any], row: dict[str, Any], metric: str) -> str:
 
 
 def _row_class(doc: dict[str, Any], row: dict[str, Any]) -> str:
-    if row.get("reference"):
-        return "reference"
-    return "baseline" if row["strategy"] == doc.get("reference_strategy") else ""
+    if row.get("label_row"):
+        return "label-row"
+    return "reference" if row["strategy"] == doc.get("reference_strategy") else ""
 
 
 def table_html(doc: dict[str, Any], metrics: Sequence[str]) -> str:
@@ -277,25 +307,29 @@ def render_html(doc: dict[str, Any]) -> str:
         sections.append(f'<h2>{_esc(title)}</h2><img alt="{_esc(title)}" src="data:image/png;base64,{_png(fig)}">'
                         f'<p class="note">{_esc(caption)}</p>')
 
-    sections.append(f"<h2>Leaderboard</h2>{table_html(doc, main)}<p class='note'>{_esc(legend(doc))}</p>")
+    notes = "<br>".join(_esc(ln.strip()) for ln in legend_lines(doc, main))
+    sections.append(f"<h2>Leaderboard</h2>{table_html(doc, main)}<p class='note'>{notes}</p>")
     families = sweep_families(doc)
     for family in families:
         name, _, parameter = family.partition(":")
         figure(f"Metrics against {name}:{parameter}", figure_sweep(doc, family, main),
-               f"Mean and 95% CI band of the {name} strategies against the parameter they declare as swept; green/red "
-               "points are significantly better/worse than the baseline (square); dashed lines: other strategies; "
-               "dotted lines: reference rows.", "No values.")
+               f"Mean and 95% CI (a band from three settings on; two settings are points with error bars) of the "
+               f"{name} strategies against the parameter they declare as swept; green/red points are significantly "
+               "better/worse than the reference strategy (square); dashed lines: other strategies; dotted lines: label "
+               "rows (the expert labels, the true masks), or an arrow with the value at the panel's edge when they lie "
+               "outside the strategies' range.", "No values.")
     if not families:
         sections.append("<h2>Sweeps</h2><p class='note'>No swept strategy family in this run (two or more settings of "
                         "one strategy that declares a sweep parameter, e.g. threshold:0.5 and threshold:0.8).</p>")
-    figure("Per-class Dice", figure_per_class(doc), "Mean per class with 95% CI; hatched bars are reference rows.",
+    figure("Per-class Dice", figure_per_class(doc), "Mean Dice per class with 95% CI, one bar per strategy.",
            "No per-class Dice metrics in this run.")
     figure("Reliability diagram", figure_reliability(doc),
            "Predicted probability against the observed frequency of the (eval-threshold) label, pooled over seeds; "
            "below: share of pixels per bin.", "No calibration bins in this run.")
     figure("Downstream clinical tasks", figure_downstream(doc),
-           "Mean and 95% CI over seeds x CV repeats; green/red: significantly better/worse than the baseline; "
-           "grey: reference rows.", "No downstream task metrics in this run.")
+           "Mean and 95% CI (over patients, or seeds x CV repeats for tasks without stored predictions); "
+           "green/red: significantly better/worse than the reference "
+           "strategy; grey: label rows (the expert labels, the true masks).", "No downstream task metrics in this run.")
     sections.append(f"<h2>All metrics</h2>{full_table_html(doc)}")
     stats = doc.get("statistics") or {}
     sections.append(f"<h2>Run</h2><h3>Configuration</h3>{_kv_table(doc.get('config') or {})}"
