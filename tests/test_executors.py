@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -253,3 +255,65 @@ def test_killing_a_dask_worker_mid_grid_loses_and_duplicates_nothing(tmp_path, o
     assert _records(tmp_path / "run") == _expected_records(["threshold:0.6", "soft"], 2)
     assert {row["strategy"] for row in doc["rows"] if not row["reference"]} == {"threshold:0.6", "soft"}
     assert all(row["metrics"]["dice"]["n"] == 12 for row in doc["rows"] if not row["reference"])
+
+
+@pytest.mark.slow
+def test_the_worked_dask_example_of_the_docs(tmp_path):
+    """docs/executors.md's scheduler, workers and run, on a free port, at test size (2 folds, 1 epoch, no tasks)."""
+    pytest.importorskip("distributed")
+    text = (REPO / "docs" / "executors.md").read_text()
+    block = re.search(r"## A worked Dask example.*?```sh\n(.*?)```", text, re.S).group(1)
+    lines = [line.split("#")[0].strip().rstrip("&").strip() for line in block.splitlines()]
+    scheduler, worker, command = [shlex.split(line) for line in lines if line]
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = str(free.getsockname()[1])
+    bin_dir = Path(sys.executable).parent
+    started = []
+    try:
+        for args in (scheduler, worker):
+            args = [str(bin_dir / args[0]), *(a.replace("8786", port) for a in args[1:])]
+            started.append(subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path))
+        assert command[:2] == ["lusbench", "run"]
+        proc = run_cli(*[a.replace("8786", port) for a in command[1:]], "--folds", "2", "--epochs", "1", "--no-tasks",
+                       "--reference", "none", cwd=tmp_path)
+    finally:
+        for process in reversed(started):
+            process.terminate()
+            process.wait(timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert len([line for line in proc.stderr.splitlines() if line.startswith("[")]) == 4
+    assert _records(tmp_path / "lusbench-runs") == _expected_records(["threshold:0.6", "soft"], 1)
+
+
+@pytest.mark.slow
+def test_a_dead_process_worker_stops_the_run_in_one_line_and_keeps_finished_cells(tmp_path, one_thread):
+    import multiprocessing
+
+    stop = threading.Event()
+    killed: list[int] = []
+
+    def kill_a_worker_after_the_first_cell() -> None:
+        while not stop.is_set() and not killed:
+            workers = multiprocessing.active_children()
+            try:
+                finished = (tmp_path / "run" / DB_NAME).exists() and _records(tmp_path / "run")
+            except sqlite3.OperationalError:  # the store's tables are not created yet
+                finished = False
+            if finished and workers:
+                os.kill(workers[0].pid, signal.SIGKILL)
+                killed.append(workers[0].pid)
+            time.sleep(0.1)
+
+    killer = threading.Thread(target=kill_a_worker_after_the_first_cell)
+    killer.start()
+    try:
+        with pytest.raises(UserError, match=r"^--executor process:2: a worker process died \(killed, or out of memory\?\); "
+                                            "the cells that finished are kept, rerun to resume$"):
+            run(_plan(tmp_path / "run", "process:2", seeds=2), load_plugins(), Progress(quiet=True))
+    finally:
+        stop.set()
+        killer.join()
+    assert killed
+    kept = _records(tmp_path / "run")
+    assert kept and len(kept) < 16 and len(kept) % 2 == 0

@@ -128,11 +128,17 @@ class ProcessExecutor(Executor):
 
     def map(self, fn: CellFn, cells: Sequence[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         from concurrent.futures import as_completed
+        from concurrent.futures.process import BrokenProcessPool
 
         futures = [self._started().submit(fn, cell) for cell in cells]
         try:
             for future in as_completed(futures):
-                yield future.result()
+                try:
+                    result = future.result()
+                except BrokenProcessPool:
+                    raise UserError(f"--executor {self.name}: a worker process died (killed, or out of memory?); the "
+                                    "cells that finished are kept, rerun to resume") from None
+                yield result
         finally:
             for future in futures:
                 future.cancel()
@@ -172,22 +178,23 @@ class DaskExecutor(Executor):
         self._client.run(_init_worker)
         self.workers = max(1, len(self._client.scheduler_info(n_workers=-1)["workers"]))
 
-    def prepare(self, warm_up: Callable[[dict[str, Any]], None], config: dict[str, Any]) -> None:
-        # On every worker now (not queued as tasks), so the cells need not wait for start-up.
-        self._client.run(warm_up, config, wait=False)
-
     def cell_threads(self, requested: int | None) -> int:
         # Each Dask worker runs one cell per worker thread; one torch thread each unless --threads says otherwise
         # (the thread count is part of the training key, so it must not depend on which worker a cell lands on).
         return requested if requested is not None else 1
 
     def map(self, fn: CellFn, cells: Sequence[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        from distributed import as_completed
+        from distributed import KilledWorker, as_completed
 
         futures = [self._client.submit(fn, cell, pure=False) for cell in cells]
         try:
             for future in as_completed(futures):
-                yield future.result()
+                try:
+                    result = future.result()
+                except KilledWorker as exc:
+                    raise UserError(f"--executor {self.name}: every worker that ran a cell died ({exc}); the cells "
+                                    "that finished are kept, rerun to resume") from None
+                yield result
         finally:
             self._client.cancel(futures)
 
