@@ -139,3 +139,54 @@ def test_atomic_write_gives_ordinary_file_permissions(tmp_path):
     target.chmod(0o640)
     atomic_write_text(target, "{}")
     assert target.stat().st_mode & 0o777 == 0o640
+
+
+def _rec(row: str, train: str, eval_key: str = "", fold: int = 0) -> RecordKey:
+    return RecordKey("ds", "m", row, 0, fold, "", train, eval_key)
+
+
+def test_usage_and_prune_keep_live_records_and_remove_stale_and_orphans(tmp_path):
+    from lusbench.results.store import prune, usage
+
+    with ResultsStore(tmp_path) as store:
+        live_fold, live_eval = _rec("soft", "new"), _rec("soft", "new", "e1")
+        stale_fold, stale_eval = _rec("soft", "old"), _rec("soft", "old", "e1")
+        for key in (live_fold, live_eval, stale_fold, stale_eval):
+            store.put(key, {"x": 1}, {})
+        store.save_arrays(live_fold, probs=np.zeros((4, 4), np.uint8))
+        store.save_arrays(stale_fold, probs=np.zeros((8, 8), np.uint8))
+        orphan = store.artifact_dir / "0123456789abcdef0123.pt"
+        orphan.write_bytes(b"x" * 100)
+        live = {live_fold, live_eval}
+        found = usage(store, live)
+        assert set(found.live) == live and set(found.stale) == {stale_fold, stale_eval}
+        assert found.orphans == [orphan] and found.orphan_bytes == 100
+        assert found.stale_bytes == store.artifact_path(stale_fold, ".npz").stat().st_size > 0
+        removed = prune(store, live)
+        assert set(removed.stale) == {stale_fold, stale_eval}
+        assert set(store.keys()) == live and store.get(live_eval) == {"x": 1}
+        assert store.artifact_path(live_fold, ".npz").exists()
+        assert not store.artifact_path(stale_fold, ".npz").exists() and not orphan.exists()
+        assert usage(store, live).stale == [] and usage(store, live).orphans == []
+
+
+def test_prune_refuses_a_directory_a_run_is_using(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import run_cli
+
+    ResultsStore(tmp_path).close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from lusbench.results.store import run_lock\n"
+         f"with run_lock({str(tmp_path)!r}):\n    print('held', flush=True); time.sleep(30)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        proc = run_cli("store", "prune", "--out", str(tmp_path))
+        assert proc.returncode == 2 and f"is in use by another lusbench process (pid {holder.pid})" in proc.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+    # The operating system released the killed holder's lock.
+    assert "no run configuration" in run_cli("store", "prune", "--out", str(tmp_path)).stderr

@@ -3,6 +3,7 @@
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -345,3 +346,16 @@ def test_training_keys_include_rater_masks_only_for_rater_strategies(strategies)
         strategy = strategies.create(spec)
         changed = a.content_hash(training_fields(strategy)) != b.content_hash(training_fields(strategy))
         assert changed == strategy.needs_raters, spec
+
+
+def test_the_plugin_guides_rater_strategy_example_runs():
+    """The ``FirstRater`` example of docs/plugin-guide.md, executed as written, through the engine's call."""
+    from lusbench.train.strategy import LabelStrategy
+
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "plugin-guide.md").read_text()
+    section = guide[guide.index("## Strategies that see the raters"):]
+    namespace = {"LabelStrategy": LabelStrategy}
+    exec(section[section.index("```python\n") + 10:section.index("```", section.index("```python\n") + 10)], namespace)
+    raters = planted_raters(3)
+    target, weight = strategy_targets(namespace["FirstRater"](), raters.float().mean(1), raters)
+    assert torch.equal(target, raters[:, 0].float()) and weight is None

@@ -1,5 +1,6 @@
 """The synthetic lung-ultrasound dataset, judged by statistics of the data it generates (no snapshots)."""
 
+import hashlib
 import subprocess
 import sys
 
@@ -12,14 +13,66 @@ from lusbench.data.dataset import DEFAULT_CLASSES, LUSDataset
 from lusbench_builtins.synthetic import make_synthetic_dataset
 from lusbench_builtins.synthetic.config import SyntheticConfig
 from lusbench_builtins.synthetic.population import sample_cohort
+from lusbench_builtins.synthetic.rendering import EXTENTS
 
 CLASS = {name: k for k, name in enumerate(DEFAULT_CLASSES)}
 
 
+#: Each annotation protocol, with the arguments it is tested with (protocol raters needs several raters).
+PROTOCOLS = {"region": {}, "pixel": {"protocol": "pixel"}, "raters": {"protocol": "raters", "raters": "3"}}
+
+#: SHA-256 (16 hex digits) of images, confidence, true masks and rater masks made by the committed simulator at
+#: b3c8536, before the protocol argument existed (its only model is today's protocol=pixel), by
+#: ``_array_hash(make_synthetic_dataset(**case))``: protocol=pixel must keep giving those arrays.
+PIXEL_GOLDEN = [
+    ({"patients": "25", "size": "32", "seed": "2"}, "7dc991fe6bbc613e"),  # two chunks of frames
+    ({"patients": "4", "size": "48", "seed": "3"}, "241192dc71cc9df7"),
+    ({"patients": "3", "size": "32", "seed": "5", "raters": "3", "confidence_source": "agreement", "probe": "convex",
+      "frames": "2"}, "27c4e542db2c2f74"),
+    ({"patients": "3", "size": "64", "seed": "1", "raters": "2", "experts": "2", "confidence_scale": "4", "visits": "3"},
+     "94be274b0036ec85"),
+]
+
+
+@pytest.fixture(scope="module", params=list(PROTOCOLS))
+def labelled(request) -> LUSDataset:
+    """960 frames at 64x64 under each protocol: enough frames for stable statistics, fast enough for the suite."""
+    return make_synthetic_dataset(patients="80", size="64", **PROTOCOLS[request.param])
+
+
 @pytest.fixture(scope="module")
 def data() -> LUSDataset:
-    """960 frames at 64x64: enough frames for stable statistics, fast enough for the default suite."""
+    """The default protocol (region) at 960 frames of 64x64."""
     return make_synthetic_dataset(patients="80", size="64")
+
+
+@pytest.fixture(scope="module")
+def pixel() -> LUSDataset:
+    """Protocol pixel at 960 frames of 64x64: the tapering confidence."""
+    return make_synthetic_dataset(patients="80", size="64", protocol="pixel")
+
+
+def _array_hash(ds: LUSDataset) -> str:
+    digest = hashlib.sha256()
+    for name in ("images", "confidence", "true_masks", "rater_masks"):
+        array = getattr(ds, name)
+        if array is not None:
+            digest.update(name.encode())
+            digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:16]
+
+
+@pytest.mark.parametrize(("case", "expected"), PIXEL_GOLDEN)
+def test_protocol_pixel_gives_the_arrays_it_gave_before_protocols_existed(case, expected):
+    assert _array_hash(make_synthetic_dataset(protocol="pixel", **case)) == expected
+
+
+def test_protocols_region_and_raters_label_the_same_images():
+    region = make_synthetic_dataset(patients="25", size="32", seed="4", raters="3")
+    raters = make_synthetic_dataset(patients="25", size="32", seed="4", raters="3", protocol="raters")
+    assert np.array_equal(region.images, raters.images) and np.array_equal(region.true_masks, raters.true_masks)
+    assert all(np.array_equal(region.visits[k], raters.visits[k]) for k in region.visits)
+    assert not np.array_equal(region.confidence, raters.confidence)
 
 
 def _arrays(ds: LUSDataset) -> dict[str, np.ndarray]:
@@ -52,6 +105,7 @@ def test_contract_dtypes_and_compact_confidence(data):
     assert n == 80 * 2 * 6 and len(np.unique(data.patient)) == 80
     assert data.frame_info["severity"].shape == (n,) and data.rater_masks is None
     assert data.name == "synthetic-lus:patients=80,size=64"
+    assert all(data.frame_info[name].shape == (n,) for name in EXTENTS)
 
 
 @pytest.mark.parametrize("name", ["b_lines", "consolidation", "effusion"])
@@ -77,17 +131,57 @@ def test_lower_zones_are_worse():
     assert np.all(np.diff(by_zone) > 0)
 
 
-def test_sf_ratio_falls_with_severity_and_stays_physiologic(data):
+def _visit_means(ds: LUSDataset, per_frame: np.ndarray) -> np.ndarray:
+    return np.array([per_frame[(ds.patient == p) & (ds.visit == v)].mean()
+                     for p, v in zip(ds.visits["patient"], ds.visits["visit"], strict=True)])
+
+
+def test_sf_ratio_falls_with_the_findings_and_stays_physiologic(data):
     sf = data.visits["sf_ratio"]
     assert sf.min() >= 75 and sf.max() <= 476
-    frame_of_visit = [np.flatnonzero((data.patient == p) & (data.visit == v))[0]
-                      for p, v in zip(data.visits["patient"], data.visits["visit"], strict=True)]
-    # The latent severity and the severity the images show both predict S/F.
-    assert spearmanr(data.frame_info["visit_severity"][frame_of_visit], sf)[0] < -0.8
+    for name in ("b_line_coverage", "consolidation_area", "effusion_depth"):
+        assert spearmanr(_visit_means(data, data.frame_info[name]), sf)[0] < -0.3, name
     b_line_area = data.true_masks[:, CLASS["b_lines"]].mean(axis=(1, 2))
-    per_visit = [b_line_area[(data.patient == p) & (data.visit == v)].mean()
-                 for p, v in zip(data.visits["patient"], data.visits["visit"], strict=True)]
-    assert spearmanr(per_visit, sf)[0] < -0.5
+    assert spearmanr(_visit_means(data, b_line_area), sf)[0] < -0.5
+
+
+def test_sf_ratio_is_the_documented_function_of_the_measured_extents():
+    config = SyntheticConfig()
+    ds = make_synthetic_dataset(patients="10", size="32", sf_noise="0")
+    info = ds.frame_info
+    weights = (config.sf_per_b_lines, config.sf_per_consolidation_area, config.sf_per_consolidation_depth,
+               config.sf_per_effusion, config.sf_per_irregularity)
+    loss = sum(w * info[name].astype(np.float64) for w, name in zip(weights, EXTENTS, strict=True))
+    expected = np.clip(config.sf_healthy - _visit_means(ds, loss), 75, 476)
+    np.testing.assert_allclose(ds.visits["sf_ratio"], expected, rtol=1e-5)
+    np.testing.assert_allclose(_visit_means(ds, info["visit_sf_loss"]), _visit_means(ds, loss), rtol=1e-5)
+    # With noise, the residual around the rule has the documented SD.
+    noisy = make_synthetic_dataset(patients="300", size="32", zones="2")
+    residual = noisy.visits["sf_ratio"] - (config.sf_healthy - _visit_means(noisy, noisy.frame_info["visit_sf_loss"]))
+    inside = (noisy.visits["sf_ratio"] > 75) & (noisy.visits["sf_ratio"] < 476)
+    assert 0.85 * config.sf_noise < residual[inside].std() < 1.15 * config.sf_noise
+
+
+def test_extents_are_what_the_true_masks_show(data):
+    truth = data.true_masks
+    depth = truth[:, CLASS["consolidation"]].sum(axis=1).max(axis=1) / 64
+    assert np.abs(depth - data.frame_info["consolidation_depth"]).max() <= 2 / 64
+    area = truth[:, CLASS["consolidation"]].mean(axis=(1, 2))
+    assert np.abs(area - data.frame_info["consolidation_area"]).max() <= 0.01
+    fluid = truth[:, CLASS["effusion"]].sum(axis=1).max(axis=1) / 64
+    assert np.abs(fluid - data.frame_info["effusion_depth"]).max() <= 2 / 64
+    columns = truth[:, CLASS["b_lines"]].any(axis=1).mean(axis=1)  # B-line columns over the whole width
+    coverage = data.frame_info["b_line_coverage"]
+    assert np.all(columns <= coverage + 1e-6) and spearmanr(columns, coverage)[0] > 0.95
+
+
+def test_outcomes_follow_the_findings_not_the_latent_severity(data):
+    # Among visits of similar latent severity, more measured lung injury still means a lower S/F.
+    severity = _visit_means(data, data.frame_info["visit_severity"])
+    loss = _visit_means(data, data.frame_info["visit_sf_loss"])
+    sf = data.visits["sf_ratio"]
+    middle = (severity > np.quantile(severity, 0.35)) & (severity < np.quantile(severity, 0.65))
+    assert spearmanr(loss[middle], sf[middle])[0] < -0.5
 
 
 def test_sf_change_class_follows_the_documented_rule(data):
@@ -97,59 +191,84 @@ def test_sf_change_class_follows_the_documented_rule(data):
     assert 0.2 < rule.mean() < 0.8
 
 
-def test_readmission_base_rate_is_realistic_and_driven_by_severity_and_risk():
-    cohort = sample_cohort(SyntheticConfig(patients=20000), np.random.default_rng(1))
-    readmitted = cohort.patients["readmission_30d"]
+def test_readmission_base_rate_is_realistic_and_driven_by_the_lungs_and_risk():
+    ds = make_synthetic_dataset(patients="3000", size="32", zones="2")
+    readmitted = ds.patients["readmission_30d"]
     assert 0.10 <= readmitted.mean() <= 0.30
-    last = cohort.visit == 2
-    severity = np.zeros(len(readmitted))
-    severity[cohort.patient[last]] = cohort.visit_severity[last]
+    last = ds.visit == 2
+    loss = np.zeros(len(readmitted))
+    loss[ds.patient[last]] = ds.frame_info["visit_sf_loss"][last]
     risk = np.zeros(len(readmitted))
-    risk[cohort.patient] = cohort.risk
-    high = severity > np.median(severity)
+    risk[ds.patient] = ds.frame_info["risk"]
+    high = loss > np.median(loss)
     assert readmitted[high].mean() > 1.5 * readmitted[~high].mean()
     risky = risk > np.median(risk)
     assert readmitted[risky].mean() > 1.5 * readmitted[~risky].mean()
 
 
-def test_readmission_base_rate_in_a_generated_dataset():
-    ds = make_synthetic_dataset(patients="300", size="32", zones="2")
-    assert 0.10 <= ds.patients["readmission_30d"].mean() <= 0.30
+#: Levels holding fewer labelled pixels than this give no stable fraction and are left out.
+MIN_LEVEL_PIXELS = 1000
 
 
 def _precision_by_level(ds: LUSDataset) -> np.ndarray:
-    return np.array([ds.true_masks[ds.confidence == level].mean() for level in range(1, ds.confidence_scale + 1)])
+    """Fraction of the pixels at each confidence level (that holds enough of them) that are truly the finding."""
+    levels = [level for level in range(1, ds.confidence_scale + 1) if (ds.confidence == level).sum() >= MIN_LEVEL_PIXELS]
+    return np.array([ds.true_masks[ds.confidence == level].mean() for level in levels])
 
 
-def test_fraction_truly_the_finding_rises_with_confidence(data):
-    precision = _precision_by_level(data)
-    assert np.all(np.diff(precision) > 0), precision.round(3)
+def test_fraction_truly_the_finding_rises_with_confidence(labelled):
+    precision = _precision_by_level(labelled)
+    assert len(precision) >= 3 and np.all(np.diff(precision) > 0), precision.round(3)
 
 
-def test_low_confidence_labels_hold_false_positives_and_high_confidence_nearly_none(data):
-    precision = _precision_by_level(data)
-    assert precision[:3].max() < 0.5  # levels 10-30%: mostly boundary spill-over and mimics
+def test_low_confidence_labels_hold_false_positives_and_high_confidence_nearly_none(labelled):
+    precision = _precision_by_level(labelled)
+    assert precision[:3].min() < 0.5 and precision[0] < 0.2  # the lowest levels: mostly spill-over and mimics
     assert precision[-1] > 0.97  # level 100%
-    for k in range(data.n_classes):
-        top = data.confidence[:, k] == data.confidence_scale
-        assert data.true_masks[:, k][top].mean() > 0.95, DEFAULT_CLASSES[k]
+    for k in range(labelled.n_classes):
+        top = labelled.confidence[:, k] == labelled.confidence_scale
+        assert labelled.true_masks[:, k][top].mean() > 0.95, DEFAULT_CLASSES[k]
 
 
-def test_experts_label_mimics_and_miss_faint_findings(data):
-    levels, truth = data.confidence, data.true_masks
+def test_experts_label_mimics_and_miss_faint_findings(labelled):
+    levels, truth = labelled.confidence, labelled.true_masks
     for name in ("b_lines", "consolidation"):
         k = CLASS[name]
         no_finding = ~truth[:, k].any(axis=(1, 2))
         labelled_anyway = levels[:, k].any(axis=(1, 2)) & no_finding
         assert labelled_anyway.sum() >= 5, name  # streaks taken for B-lines, speckle clusters for consolidation
-        assert levels[:, k][labelled_anyway].max() <= 6, name  # ...and never with high confidence
+        mimic = levels[:, k][labelled_anyway]
+        if labelled.rater_masks is None:
+            assert mimic.max() <= 7, name  # ...and never with (near) full confidence
+        else:  # binary raters may all fall for the same mimic, but agree on it less often than on real findings
+            full = levels[:, k][truth[:, k] & (levels[:, k] > 0)] == labelled.confidence_scale
+            assert (mimic[mimic > 0] == labelled.confidence_scale).mean() < 0.5 * full.mean(), name
     missed = (levels[:, CLASS["b_lines"]] == 0) & truth[:, CLASS["b_lines"]]
     assert 0 < missed.sum() < 0.2 * truth[:, CLASS["b_lines"]].sum()
 
 
-def test_confidence_tapers_at_boundaries(data):
+def test_region_protocol_gives_each_outlined_finding_one_level(data):
+    # A consolidation (one region per frame) carries a single level over its whole outline.
+    levels = data.confidence[:, CLASS["consolidation"]]
+    truth = data.true_masks[:, CLASS["consolidation"]]
+    single = [len(np.unique(levels[i][truth[i] & (levels[i] > 5)])) for i in np.flatnonzero(truth.any(axis=(1, 2)))]
+    assert np.mean(np.array(single) <= 1) > 0.9
+
+
+def test_threshold_1_has_a_target_in_every_class_with_findings_under_protocol_region(data):
+    import torch
+
+    strategy = load_plugins().strategies.create("threshold:1")
+    target, _ = strategy.targets(torch.from_numpy(data.confidence_float()))
+    for k, name in enumerate(data.classes):
+        assert data.true_masks[:, k].any(), name
+        truly = data.true_masks[:, k].sum()
+        assert target[:, k].sum() > 0.2 * truly, name  # most of every class reaches full confidence
+
+
+def test_protocol_pixel_confidence_tapers_at_boundaries(pixel):
     k = CLASS["effusion"]
-    truth, levels = data.true_masks[:, k], data.confidence[:, k]
+    truth, levels = pixel.true_masks[:, k], pixel.confidence[:, k]
     depth = np.diff(truth.astype(np.int8), axis=1)  # +1 where the effusion starts going down a column
     frame, row, col = np.nonzero(depth == 1)
     inside = levels[frame, np.minimum(row + 6, truth.shape[1] - 1), col]
@@ -158,10 +277,12 @@ def test_confidence_tapers_at_boundaries(data):
     assert outside.mean() < at_edge.mean() < inside.mean()
 
 
-def test_expert_styles_differ(data):
-    expert = data.frame_info["rater1_expert"]
-    truth = data.true_masks
-    mean_level = [data.confidence[expert == e][truth[expert == e]].mean() for e in range(3)]
+@pytest.mark.parametrize("protocol", ["region", "pixel"])
+def test_expert_styles_differ(data, pixel, protocol):
+    ds = data if protocol == "region" else pixel
+    expert = ds.frame_info["rater1_expert"]
+    truth = ds.true_masks
+    mean_level = [ds.confidence[expert == e][truth[expert == e]].mean() for e in range(3)]
     assert mean_level[0] > mean_level[1] > mean_level[2]  # over-confident, neutral, under-confident
 
 
@@ -236,3 +357,9 @@ def test_plugin_import_stays_light():
     code = f"import sys, lusbench_builtins.synthetic; print(sorted({heavy} & set(sys.modules)))"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "[]"
+
+
+def test_protocol_raters_confidence_is_the_vote_of_binary_masks():
+    ds = make_synthetic_dataset(patients="4", size="32", protocol="raters", raters="3")
+    assert np.array_equal(ds.confidence, np.rint(ds.rater_masks.mean(axis=1) * 10).astype(np.uint8))
+    assert set(np.unique(ds.confidence)) == {0, 3, 7, 10}

@@ -41,6 +41,8 @@ def test_canonical_name_lists_changed_fields_in_declaration_order_and_round_trip
         ({"probe": "phased"}, "probe"),
         ({"colour": "blue"}, "colour"),
         ({"raters": "4", "experts": "3"}, "raters"),
+        ({"protocol": "raters"}, "raters"),
+        ({"protocol": "boxes"}, "protocol"),
     ],
 )
 def test_bad_arguments_fail_with_one_line_naming_the_key(kwargs, key):
@@ -48,6 +50,12 @@ def test_bad_arguments_fail_with_one_line_naming_the_key(kwargs, key):
         config_from_args(**kwargs)
     message = str(info.value)
     assert key in message and "\n" not in message
+
+
+def test_protocol_defaults_to_region_and_is_named_when_changed():
+    assert SyntheticConfig().protocol == "region"
+    assert config_from_args(protocol="pixel").spec() == "synthetic-lus:protocol=pixel"
+    assert config_from_args(protocol="raters", raters="3").spec() == "synthetic-lus:protocol=raters,raters=3"
 
 
 def test_positional_arguments_are_refused():

@@ -38,7 +38,7 @@ from lusbench.results.keys import (
     task_parts,
     training_parts,
 )
-from lusbench.results.store import ResultsStore
+from lusbench.results.store import ResultsStore, run_lock
 
 if TYPE_CHECKING:
     from lusbench.data.dataset import LUSDataset
@@ -143,7 +143,8 @@ def _run_with(plan: RunPlan, plugins: Plugins, progress: Progress, resolved: Res
         "sweeps": {s.name: sweep for s in strategies if (sweep := s.sweep()) is not None},
         "task_metrics": {t.obj.name: [m.name for m in t.obj.metric_defs()] for t in runnable},
     }
-    with ResultsStore(plan.run_dir) as store:
+    # One run at a time per directory: a second one waits, then reuses what the first trained (lusbench/results/store.py).
+    with run_lock(plan.run_dir, progress.note), ResultsStore(plan.run_dir) as store:
         if store.set_aside:
             progress.note(f"{store.run_dir}: {store.set_aside} records of an older lusbench (results schema 1) are not "
                           "reused: their keys cannot tell stale results from valid ones")
@@ -157,11 +158,12 @@ def _run_with(plan: RunPlan, plugins: Plugins, progress: Progress, resolved: Res
         grid.run_tasks()
         results = collect_results(store, manifest)
 
-    from lusbench.results.document import LEADERBOARD_FILE, write_leaderboard
-    from lusbench.results.leaderboard import build_leaderboard
+        from lusbench.results.document import LEADERBOARD_FILE, write_leaderboard
+        from lusbench.results.leaderboard import build_leaderboard
 
-    doc = build_leaderboard(results)
-    write_leaderboard(doc, plan.run_dir / LEADERBOARD_FILE)
+        doc = build_leaderboard(results)
+        # Inside the lock: a waiting run's leaderboard comes after this one's, never interleaved with it.
+        write_leaderboard(doc, plan.run_dir / LEADERBOARD_FILE)
     plugins.notify("run_finished", leaderboard=doc, run_dir=plan.run_dir)
     return doc
 

@@ -105,6 +105,22 @@ def read_manifest(store: ResultsStore) -> dict[str, Any]:
     return manifest
 
 
+def live_keys(manifest: dict[str, Any]) -> set[RecordKey]:
+    """Every record key the run described by ``manifest`` reads (trained folds, their evaluations, the label rows'
+    scores, the tasks): what ``lusbench store prune`` keeps."""
+    keys, config = RunKeys.of(manifest), manifest["config"]
+    labels = set(manifest["references"])
+    out: set[RecordKey] = set()
+    for row in manifest["rows"]:
+        if row in labels:
+            out.add(keys.cell(row, -1, -1))
+        else:
+            out.update(k for seed in config["seeds"] for fold in range(config["folds"])
+                       for k in (keys.trained(row, seed, fold), keys.cell(row, seed, fold)))
+        out.update(keys.task(row, seed, task) for seed in config["seeds"] for task in config["tasks"])
+    return out
+
+
 def fold_record_key(manifest: dict[str, Any], strategy: str, seed: int, fold: int) -> RecordKey:
     """The store key of one trained fold of the run described by ``manifest``."""
     return RunKeys.of(manifest).cell(strategy, seed, fold)

@@ -17,10 +17,14 @@ part changed since the fold was last trained (:meth:`ResultsStore.latest_trained
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
 import sqlite3
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +40,7 @@ if TYPE_CHECKING:
 SCHEMA_VERSION = 2
 DB_NAME = "results.sqlite"
 OLD_RECORDS_TABLE = "records_schema1"
+LOCK_NAME = "run.lock"
 
 
 @dataclass(frozen=True)
@@ -176,6 +181,29 @@ class ResultsStore:
     def count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM records").fetchone()[0])
 
+    def keys(self) -> list[RecordKey]:
+        """Every record's key."""
+        rows = self._db.execute("SELECT dataset, model, row, seed, fold, task, train_key, eval_key FROM records").fetchall()
+        return [RecordKey(*r) for r in rows]
+
+    def delete(self, keys: Collection[RecordKey]) -> None:
+        """Remove the records of ``keys`` (their artifacts are the caller's: see :func:`prune`)."""
+        with self._db:
+            self._db.executemany(
+                "DELETE FROM records WHERE dataset=? AND model=? AND row=? AND seed=? AND fold=? AND task=?"
+                " AND train_key=? AND eval_key=?", [tuple(asdict(k).values()) for k in keys])
+
+    def set_aside_count(self) -> int:
+        """Records of a schema-1 store kept in ``records_schema1`` (never reused)."""
+        if not self._db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (OLD_RECORDS_TABLE,)).fetchone():
+            return 0
+        return int(self._db.execute(f"SELECT COUNT(*) FROM {OLD_RECORDS_TABLE}").fetchone()[0])
+
+    def drop_set_aside(self) -> None:
+        with self._db:
+            self._db.execute(f"DROP TABLE IF EXISTS {OLD_RECORDS_TABLE}")
+        self._db.execute("VACUUM")  # give the space back to the file system
+
     # -- artifacts -------------------------------------------------------------------------------
 
     def artifact_path(self, key: RecordKey, suffix: str) -> Path:
@@ -201,3 +229,102 @@ class ResultsStore:
     def get_meta(self, key: str) -> Any:
         row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return None if row is None else json.loads(row[0])
+
+
+# -- housekeeping: what the store holds, and removing what no run reads --------------------------------
+
+
+@dataclass
+class StoreUsage:
+    """What a store holds against the keys of its last run (``live``); sizes in bytes.
+
+    - ``stale``: records under keys the last run does not use (an older dataset, code, setting): never read again
+      unless a later run goes back to exactly those keys;
+    - ``set_aside``: schema-1 records kept for inspection, never reused;
+    - ``orphans``: artifact files no record points at (an interrupted write, a deleted record).
+    """
+
+    live: list[RecordKey] = field(default_factory=list)
+    stale: list[RecordKey] = field(default_factory=list)
+    set_aside: int = 0
+    live_bytes: int = 0
+    stale_bytes: int = 0
+    orphans: list[Path] = field(default_factory=list)
+    orphan_bytes: int = 0
+    database_bytes: int = 0
+
+
+def _artifact_files(store: ResultsStore) -> dict[str, list[Path]]:
+    """Artifact id -> its files (``<id>.npz``, ``<id>.pt``; a leftover temporary file has no id: key "")."""
+    out: dict[str, list[Path]] = {}
+    for path in sorted(store.artifact_dir.glob("*")) if store.artifact_dir.is_dir() else []:
+        if path.is_file():
+            out.setdefault("" if path.name.startswith(".") else path.name.split(".")[0], []).append(path)
+    return out
+
+
+def usage(store: ResultsStore, live: Collection[RecordKey]) -> StoreUsage:
+    """Classify every record and artifact of ``store`` against ``live``, the keys its last run reads."""
+    live = set(live)
+    files = _artifact_files(store)
+    result = StoreUsage(set_aside=store.set_aside_count())
+    for key in store.keys():
+        (result.live if key in live else result.stale).append(key)
+    live_ids = {k.artifact_id() for k in result.live}
+    stale_ids = {k.artifact_id() for k in result.stale} - live_ids
+    for artifact_id, paths in files.items():
+        size = sum(p.stat().st_size for p in paths)
+        if artifact_id in live_ids:
+            result.live_bytes += size
+        elif artifact_id in stale_ids:
+            result.stale_bytes += size
+        else:
+            result.orphans += paths
+            result.orphan_bytes += size
+    db = store.run_dir / DB_NAME
+    result.database_bytes = sum(p.stat().st_size for p in (db, db.with_name(DB_NAME + "-wal")) if p.exists())
+    return result
+
+
+def prune(store: ResultsStore, live: Collection[RecordKey]) -> StoreUsage:
+    """Remove the stale records, their artifacts, the orphan artifacts and the set-aside schema-1 records; returns
+    what was removed (:func:`usage` before pruning). Live records and their artifacts are never touched."""
+    found = usage(store, live)
+    live_ids = {k.artifact_id() for k in found.live}
+    # Records first: a record never points at a deleted artifact, even if this is interrupted half way.
+    store.delete(found.stale)
+    for artifact_id, paths in _artifact_files(store).items():
+        if artifact_id not in live_ids:
+            for path in paths:
+                path.unlink(missing_ok=True)
+    if found.set_aside:
+        store.drop_set_aside()
+    return found
+
+
+@contextmanager
+def run_lock(run_dir: Path, on_wait: Callable[[str], None] | None = None, wait: bool = True) -> Iterator[None]:
+    """Hold the run directory's lock (``<run_dir>/run.lock``) for the duration: one run (or prune) at a time per
+    directory. A second run waits, saying so through ``on_wait``, and then reuses every fold the first trained;
+    with ``wait=False`` a held lock is a UserError instead. The lock is the operating system's (``flock``): a
+    killed run releases it, so a crash never leaves the directory locked."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            if not wait:
+                raise UserError(f"{run_dir} is in use by another lusbench process (pid {holder}); try again when it "
+                                "has finished") from None
+            if on_wait is not None:
+                on_wait(f"{run_dir} is in use by another lusbench run (pid {holder}): waiting for it to finish, then "
+                        "reusing what it trained")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock

@@ -74,9 +74,15 @@ def annotate(scene: Scene, lines: Lines, seen: E.Visibility, grid: Grid, exponen
     share = np.float32(config.confidence_scale / n_raters)  # each rater's part of the confidence scale
     total = None
     for r in range(n_raters):
+        exponent = exponents[:, r].astype(np.float32)
         noticed = _notice(scene, seen, config, rng)
-        perceived = _misjudge_extent(scene, config, rng)
-        rating = _rate(perceived, lines, seen, noticed, exponents[:, r].astype(np.float32), grid, config.taper)
+        if config.protocol == "pixel":
+            perceived = _misjudge_extent(scene, rng, config.extent_sd, _pixel_units(scene, config.taper))
+            rating = _rate(perceived, lines, seen, noticed, exponent, grid, config.taper)
+        else:
+            rating = _outline(scene, lines, seen, noticed, exponent, grid, config, rng)
+        if config.protocol == "raters":
+            rating = (rating > 0).astype(np.float32)  # the rater's binary mask: every finding they believe in
         if rater_masks is not None:
             np.greater_equal(rating, MASK_LEVEL, out=rater_masks[:, r])
         if config.confidence_source == "agreement":
@@ -118,35 +124,108 @@ def _notice(scene: Scene, seen: E.Visibility, config: SyntheticConfig, rng: np.r
     )
 
 
-def _misjudge_extent(scene: Scene, config: SyntheticConfig, rng: np.random.Generator) -> Scene:
-    """The scene as one rater sees it: each finding's boundary moved out (or in) by N(0, extent_sd) tapers.
+@dataclass
+class Units:
+    """How far one rater may misplace each boundary: one SD of the shift per object (or per frame for layers)."""
 
-    The shift is measured in units of the boundary's taper (never wider than the object), so an expert misplaces
-    a boundary by about as much as they are unsure of it.
+    b_lines: np.ndarray | float  # (n, MAX_B_LINES) or a scalar
+    streaks: np.ndarray | float  # (n, MAX_STREAKS) or a scalar
+    clusters: np.ndarray | float  # (n, MAX_CLUSTERS) or a scalar
+    layers: np.ndarray | float  # (n, 1) or a scalar: consolidation and effusion thickness
+
+
+def _pixel_units(scene: Scene, taper: float) -> Units:
+    """Protocol pixel: every boundary is misplaced in units of its taper."""
+    return Units(taper, taper, taper, taper)
+
+
+def _misjudge_extent(scene: Scene, rng: np.random.Generator, sd: float, units: Units) -> Scene:
+    """The scene as one rater sees it: each finding's boundary moved out (or in) by ``N(0, sd)`` units.
+
+    A unit is never wider than the object (its half width for a line or cluster, its thickness for a layer), so a
+    rater misplaces a thin object's boundary by less than the object itself.
     """
-    def shift(taper: np.ndarray) -> np.ndarray:
-        return (rng.normal(0.0, config.extent_sd, taper.shape) * taper).astype(np.float32)
+    def shift(unit: np.ndarray) -> np.ndarray:
+        return (rng.normal(0.0, sd, unit.shape) * unit).astype(np.float32)
 
     half = E.HWHM * scene.b_width
-    b_width = np.maximum(half + shift(np.minimum(config.taper, 2.0 * half)), 0.0) / E.HWHM
+    b_width = np.maximum(half + shift(np.minimum(units.b_lines, 2.0 * half)), 0.0) / E.HWHM
     half = E.HWHM * scene.streak_width
-    streak_width = np.maximum(half + shift(np.minimum(config.taper, 2.0 * half)), 0.0) / E.HWHM
+    streak_width = np.maximum(half + shift(np.minimum(units.streaks, 2.0 * half)), 0.0) / E.HWHM
 
     def thicker(thickness: np.ndarray) -> np.ndarray:
-        """A per-column thickness moved by one shift per frame, in units of min(taper, thickness)."""
-        moved = thickness + shift(np.full((len(thickness), 1), config.taper)) * np.minimum(1.0, thickness / config.taper)
+        """A per-column thickness moved by one shift per frame, in units of min(unit, thickness)."""
+        unit = units.layers
+        moved = thickness + shift(np.broadcast_to(unit, (len(thickness), 1))) * np.minimum(1.0, thickness / unit)
         return np.where(thickness > 0, np.maximum(moved, 0.0), 0.0).astype(np.float32)
 
-    cluster_r = np.maximum(scene.cluster_r + shift(np.minimum(config.taper, 2.0 * scene.cluster_r)), 0.0)
+    cluster_r = np.maximum(scene.cluster_r + shift(np.minimum(units.clusters, 2.0 * scene.cluster_r)), 0.0)
     return replace(scene, b_width=b_width, streak_width=streak_width, consolidation=thicker(scene.consolidation),
                    effusion=thicker(scene.effusion), cluster_r=cluster_r)
 
 
+def _outline(scene: Scene, lines: Lines, seen: E.Visibility, noticed: Noticed, exponent: np.ndarray, grid: Grid,
+             config: SyntheticConfig, rng: np.random.Generator) -> np.ndarray:
+    """(n, K, H, W) one rater's labels under protocol region: each noticed finding outlined, one confidence each.
+
+    A line (the pleural line, each A-line order) is outlined where its perceived visibility reaches
+    ``outline_level``; each run of such columns is one segment, labelled with the segment's mean perceived
+    visibility. A consolidation or effusion is one region with its mean visibility; B-lines, streaks and
+    clusters are objects already. The region's certainty ``c`` (perceived visibility, clipped to 1) sets its
+    confidence ``c ** style`` and how well its boundary is placed: shifted by ``N(0, outline_sd * (1 - c))``, so
+    the boundary of a finding the expert is sure of is where they see it and a doubtful one's is not. Outlines
+    are sharp (no taper): every pixel of a region has its region's confidence.
+    """
+    def certainty(visible: np.ndarray, weight: np.ndarray) -> np.ndarray:
+        return np.clip(visible * weight, 0.0, 1.0)
+
+    def unit(c: np.ndarray) -> np.ndarray:
+        return (config.outline_sd * (1.0 - c)).astype(np.float32)
+
+    pleura = certainty(seen.pleura, noticed.pleura[:, None])
+    pleura = _segment_means(pleura, pleura >= config.outline_level)
+    a_lines = certainty(seen.a_lines, noticed.a_lines[:, :, None])
+    a_lines = _segment_means(a_lines, (a_lines >= config.outline_level) & (noticed.a_lines[:, :, None] > 0))
+    consolidation = _segment_means(seen.consolidation, scene.consolidation > 0)
+    effusion = _segment_means(seen.effusion, scene.effusion > E.EFFUSION_MIN)
+    layer = np.maximum(certainty(consolidation, noticed.consolidation[:, None]).max(axis=1),
+                       certainty(effusion, noticed.effusion[:, None]).max(axis=1))
+    units = Units(unit(certainty(seen.b_lines, noticed.b_lines)), unit(certainty(seen.streaks, noticed.streaks)),
+                  unit(certainty(seen.clusters, noticed.clusters)), np.maximum(unit(layer)[:, None], 1e-6))
+    perceived = _misjudge_extent(scene, rng, 1.0, units)
+    # A line's outlined thickness: one shift per frame and line (the rater draws it thick or thin), scaled per
+    # column by the certainty of the segment it belongs to.
+    hw = lines.half_width[:, None]
+    pleura_half = hw + rng.standard_normal((len(hw), 1)) * np.minimum(unit(pleura), 2.0 * hw)
+    a_half = hw[:, None] + rng.standard_normal(a_lines.shape[:2] + (1,)) * np.minimum(unit(a_lines), 2.0 * hw[:, None])
+    # The line weights are folded into the segment visibilities above: the lines' noticed weight becomes 1.
+    regions = replace(seen, pleura=pleura, a_lines=a_lines, consolidation=consolidation, effusion=effusion)
+    weights = replace(noticed, pleura=np.ones_like(noticed.pleura), a_lines=(noticed.a_lines > 0).astype(np.float32))
+    return _rate(perceived, lines, regions, weights, exponent, grid, 0.0, sharp=True,
+                 line_half=(np.maximum(pleura_half, 0.0), np.maximum(a_half, 0.0)))
+
+
+def _segment_means(values: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """``values`` (..., W) replaced by their mean over each run of ``inside`` columns; 0 outside the runs."""
+    flat, keep = values.reshape(-1, values.shape[-1]), inside.reshape(-1, inside.shape[-1])
+    starts = keep & ~np.pad(keep, ((0, 0), (1, 0)))[:, :-1]
+    run = np.cumsum(starts.ravel()) - 1  # rows are raveled one after another, and every run starts in its row
+    members = keep.ravel()
+    total = np.bincount(run[members], weights=flat.ravel()[members])
+    count = np.bincount(run[members])
+    mean = np.zeros(members.shape, dtype=np.float32)
+    mean[members] = (total / np.maximum(count, 1))[run[members]]
+    return mean.reshape(values.shape)
+
+
 def _rate(scene: Scene, lines: Lines, seen: E.Visibility, noticed: Noticed, exponent: np.ndarray, grid: Grid,
-          taper: float) -> np.ndarray:
+          taper: float, sharp: bool = False, line_half: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """(n, K, H, W) one rater's confidence in [0, 1]: boundary membership x (visibility x weight) ** exponent.
 
     The taper is never wider than the object itself, so the middle of a thin line still gets full membership.
+    ``sharp``: B-lines end at a rib's edge (rib cover 0.5) instead of fading with the rib's soft shadow.
+    ``line_half``: the half widths the rater gives the pleural line (n, W) and each A-line order (n, orders, W),
+    instead of their true half width.
     """
     n = len(scene.severity)
     x = grid.x[:, 0, :]
@@ -161,16 +240,18 @@ def _rate(scene: Scene, lines: Lines, seen: E.Visibility, noticed: Noticed, expo
     line_taper = np.minimum(taper, 2.0 * hw)
     where = lines.pleura
     sure = certainty(seen.pleura, noticed.pleura[:, None])
-    across = membership(where.pick_frame(hw) - np.abs(where.offset), where.pick_frame(line_taper))
+    half = where.pick_frame(hw) if line_half is None else where.pick(line_half[0])
+    across = membership(half - np.abs(where.offset), where.pick_frame(line_taper))
     out[where.frame, 0, where.row, where.col] = across * where.pick(sure)
     for i, where in enumerate(lines.a_lines):
         sure = certainty(seen.a_lines[:, i], noticed.a_lines[:, i, None])
-        across = membership(where.pick_frame(hw) - np.abs(where.offset), where.pick_frame(line_taper))
+        half = where.pick_frame(hw) if line_half is None else where.pick(line_half[1][:, i])
+        across = membership(half - np.abs(where.offset), where.pick_frame(line_taper))
         out[where.frame, 1, where.row, where.col] = across * where.pick(sure)  # orders are a pleural depth apart
 
     # B-lines: the most certain line (or streak) of each column decides where its label starts and ends.
     top, consolidation = scene.lung_top, scene.consolidation
-    open_beam = 1.0 - scene.rib_cover
+    open_beam = (scene.rib_cover < 0.5).astype(np.float32) if sharp else 1.0 - scene.rib_cover
     b_cols = _columns(x, scene.b_center, scene.b_width, taper) * certainty(seen.b_lines, noticed.b_lines)[:, :, None]
     b_cols = b_cols.max(axis=1) * open_beam
     s_all = _columns(x, scene.streak_center, scene.streak_width, taper) * certainty(seen.streaks, noticed.streaks)[:, :, None]

@@ -24,7 +24,7 @@ class SyntheticConfig:
     """Parameters of the simulator. Units: depths and widths are fractions of the image height / width."""
 
     # Cohort
-    patients: int = _param(60, "number of patients", 1, 100_000)
+    patients: int = _param(120, "number of patients", 1, 100_000)
     visits: int = _param(2, "visits per patient (the S/F change class needs at least 2)", 1, 20)
     zones: int = _param(6, "lung zones scanned per visit, ordered from upper-anterior to lower-posterior", 1, 32)
     frames: int = _param(1, "frames per zone and visit", 1, 64)
@@ -38,13 +38,23 @@ class SyntheticConfig:
     zone_gradient: float = _param(0.3, "severity added from the first zone to the last (lower zones are worse)", -1, 1)
     zone_sd: float = _param(0.1, "per-zone severity noise around the visit severity", 0, 1)
 
-    # Clinical layer
-    sf_healthy: float = _param(460.0, "S/F ratio of a lung with severity 0 (before noise)", 75, 476)
-    sf_drop: float = _param(370.0, "S/F lost between severity 0 and severity 1 of the mean zone", 0, 401)
+    # Clinical layer: outcomes from the findings' measured extent (docs/synthetic-dataset.md, "Clinical rules")
+    sf_healthy: float = _param(460.0, "S/F ratio of lungs without findings (before noise)", 75, 476)
+    sf_per_b_lines: float = _param(400.0, "S/F lost per unit of B-line coverage of the pleural line, averaged over zones",
+                                   0, 2000)
+    sf_per_consolidation_area: float = _param(500.0, "S/F lost per unit of consolidated area (fraction of the image), "
+                                              "averaged over zones", 0, 5000)
+    sf_per_consolidation_depth: float = _param(250.0, "S/F lost per unit of consolidation depth (fraction of the image "
+                                               "height), averaged over zones", 0, 5000)
+    sf_per_effusion: float = _param(200.0, "S/F lost per unit of effusion depth (fraction of the image height), "
+                                    "averaged over zones", 0, 5000)
+    sf_per_irregularity: float = _param(5000.0, "S/F lost per unit of pleural-line irregularity (RMS depth deviation, "
+                                        "fraction of the image height), averaged over zones", 0, 50000)
     sf_noise: float = _param(20.0, "standard deviation of the S/F noise not explained by the lungs", 0, 200)
     sf_change_margin: float = _param(20.0, "S/F rise from the first to the last visit that counts as improved", 0, 400)
-    readmit_intercept: float = _param(-3.4, "readmission log-odds of a patient with severity 0 and average risk", -20, 20)
-    readmit_severity: float = _param(3.0, "readmission log-odds added per unit of last-visit mean zone severity", -20, 20)
+    readmit_intercept: float = _param(-3.4, "readmission log-odds of a patient without lung findings and average risk",
+                                      -20, 20)
+    readmit_lung: float = _param(1.0, "readmission log-odds added per 100 of S/F the lungs cost at the last visit", -20, 20)
     readmit_risk: float = _param(1.0, "readmission log-odds added per SD of the latent non-lung risk", -20, 20)
 
     # Image layer
@@ -60,6 +70,9 @@ class SyntheticConfig:
     dynamic_range: float = _param(40.0, "log compression: dB of echo between white (the pleural line) and black", 20, 100)
 
     # Annotation layer
+    protocol: str = _param("region", "annotation protocol: region (one confidence per outlined finding), pixel (confidence "
+                           "tapering pixel by pixel) or raters (binary masks of several raters, confidence = their vote)",
+                           choices=("region", "pixel", "raters"))
     confidence_scale: int = _param(10, "confidence is stored as levels 0..confidence_scale (10: 0..100% by 10%)", 1, 255)
     raters: int = _param(1, "experts who label each frame (several: per-rater masks are kept)", 1, 16)
     experts: int = _param(3, "size of the expert pool the raters of each patient are drawn from", 1, 64)
@@ -72,12 +85,21 @@ class SyntheticConfig:
     mimic_label_prob: float = _param(0.5, "chance that an expert labels a visible mimic as the finding it resembles", 0, 1)
     mimic_confidence: float = _param(0.4, "highest confidence an expert gives a mimic", 0, 1)
     perception_sd: float = _param(0.15, "log-SD of the expert's per-finding over- or under-estimate of visibility", 0, 2)
-    extent_sd: float = _param(0.35, "SD of the expert's misplacement of a finding's boundary, in units of its taper", 0, 5)
-    taper: float = _param(0.03, "width (fraction of the image) over which confidence tapers across a finding's boundary", 0, 0.2)
+    outline_sd: float = _param(0.02, "protocols region, raters: SD of an outlined boundary's misplacement (fraction of the "
+                               "image) for a finding the expert is barely sure of; it shrinks to 0 with certainty", 0, 0.1)
+    outline_level: float = _param(0.5, "protocols region, raters: perceived visibility from which an expert includes a "
+                                  "column of the pleural line or of an A-line in its outline", 0, 1)
+    extent_sd: float = _param(0.35, "protocol pixel: SD of the expert's misplacement of a finding's boundary, in units of "
+                              "its taper", 0, 5)
+    taper: float = _param(0.03, "protocol pixel: width (fraction of the image) over which confidence tapers across a "
+                          "finding's boundary", 0, 0.2)
 
     def __post_init__(self) -> None:
         if self.raters > self.experts:
             raise ValueError(f"raters={self.raters} exceeds experts={self.experts}: each frame's raters are distinct experts")
+        if self.protocol == "raters" and self.raters < 2:
+            raise ValueError(f"protocol=raters needs raters >= 2 (got raters={self.raters}): its confidence is the raters' "
+                             "vote, e.g. synthetic-lus:protocol=raters,raters=3")
 
     def spec(self) -> str:
         """The canonical spec string: the dataset name and every field that differs from its default."""

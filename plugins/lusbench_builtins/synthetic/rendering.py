@@ -216,6 +216,31 @@ def true_masks(scene: Scene, lines: Lines, seen: E.Visibility, grid: Grid) -> np
     return out
 
 
+#: The measured extent of the findings in each frame, which the clinical outcomes follow (population.py).
+EXTENTS = ("b_line_coverage", "consolidation_area", "consolidation_depth", "effusion_depth", "pleural_irregularity")
+
+
+def finding_extents(scene: Scene, grid: Grid) -> dict[str, np.ndarray]:
+    """(n,) float32 per name of :data:`EXTENTS`: what a clinician measures on the true findings of each frame.
+
+    - ``b_line_coverage``: fraction of the intercostal pleural line (columns not under a rib) under B-lines,
+      the columns of their true masks;
+    - ``consolidation_area``: consolidated area, a fraction of the image (the thickness averaged over columns);
+    - ``consolidation_depth`` / ``effusion_depth``: largest thickness below the lung surface / the pleural line,
+      a fraction of the image height;
+    - ``pleural_irregularity``: RMS deviation of the pleural line's depth from its smooth course (fraction of
+      the height).
+
+    Measured in beam coordinates (before a convex probe's scan conversion), so they do not depend on the probe.
+    """
+    open_beam = scene.rib_cover < 0.5
+    covered = _b_line_columns(scene, grid).sum(axis=1) / np.maximum(open_beam.sum(axis=1), 1)
+    fluid = np.where(scene.effusion > E.EFFUSION_MIN, scene.effusion, 0.0)
+    values = (covered, scene.consolidation.mean(axis=1), scene.consolidation.max(axis=1), fluid.max(axis=1),
+              np.sqrt((scene.pleura_wobble**2).mean(axis=1)))
+    return {name: v.astype(np.float32) for name, v in zip(EXTENTS, values, strict=True)}
+
+
 def _b_line_columns(scene: Scene, grid: Grid) -> np.ndarray:
     """(n, W) bool: columns within the full width at half maximum of a B-line (not under a rib)."""
     z = (grid.x[:, 0, :][:, None, :] - scene.b_center[:, :, None]) / scene.b_width[:, :, None]
