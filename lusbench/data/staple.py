@@ -84,21 +84,26 @@ def _staple_em(d: Any, max_iter: int, tol: float, log: Any, exp: Any) -> tuple[A
     """
     prior = d.mean(-1).mean(-1).clip(EPS, 1 - EPS)[:, None]  # (P, 1)
     log_prior_odds = log(prior) - log(1 - prior)
+    n = d.shape[-1]
+    votes = d.sum(-1)  # (P, R): each rater's foreground pixels
 
     def e_step(sens: Any, spec: Any) -> Any:
-        # log a_i - log b_i = log-prior-odds + sum_j D_ij log(p_j / (1 - q_j)) + (1 - D_ij) log((1 - p_j) / q_j)
-        on = (log(sens) - log(1 - spec))[:, :, None]
-        off = (log(1 - sens) - log(spec))[:, :, None]
-        log_odds = log_prior_odds + (d * on + (1 - d) * off).sum(-2)
+        # log a_i - log b_i = log-prior-odds + sum_j [D_ij log(p_j / (1 - q_j)) + (1 - D_ij) log((1 - p_j) / q_j)],
+        # the sum over raters as one matrix product per problem (``@`` on numpy arrays and torch tensors alike).
+        off = log(1 - sens) - log(spec)  # (P, R): a rater's 0
+        on = log(sens) - log(1 - spec)  # (P, R): a rater's 1
+        log_odds = log_prior_odds + off.sum(-1)[:, None] + ((on - off)[:, None, :] @ d)[:, 0, :]
         return 1 / (1 + exp(-log_odds.clip(-700, 700)))  # (P, N); the clip keeps exp finite in float64
 
     sens = d[:, :, 0] * 0 + INITIAL_PERFORMANCE  # (P, R), of d's type and device
     spec = sens * 1
     for _ in range(max_iter):
         posterior = e_step(sens, spec)
-        weight = posterior[:, None, :]
-        new_sens = ((weight * d).sum(-1) / (posterior.sum(-1)[:, None] + EPS)).clip(EPS, 1 - EPS)
-        new_spec = (((1 - weight) * (1 - d)).sum(-1) / ((1 - posterior).sum(-1)[:, None] + EPS)).clip(EPS, 1 - EPS)
+        mass = posterior.sum(-1)[:, None]  # (P, 1): sum_i W_i
+        agreed = (d @ posterior[:, :, None])[:, :, 0]  # (P, R): sum_i W_i D_ij
+        # sum_i (1 - W_i)(1 - D_ij) = N - sum_i W_i - sum_i D_ij + sum_i W_i D_ij
+        new_sens = (agreed / (mass + EPS)).clip(EPS, 1 - EPS)
+        new_spec = ((n - mass - votes + agreed) / (n - mass + EPS)).clip(EPS, 1 - EPS)
         moved = max(float(abs(new_sens - sens).max()), float(abs(new_spec - spec).max()))
         sens, spec = new_sens, new_spec
         if moved < tol:

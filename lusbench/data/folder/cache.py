@@ -8,8 +8,9 @@ edit to any file, or a decoder that could decode differently, is another key.
 Where: ``$LUSBENCH_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/lusbench/folder-datasets`` (``~/.cache/...``), one
 directory per entry: never inside the dataset folder, which may be read-only or shared. ``LUSBENCH_CACHE_DIR=off``
 disables the cache. An entry is written to a temporary directory and renamed into place, so a reader never sees
-half of one; on reading, every array's size, dtype and CRC-32 is checked, and an entry that fails is removed and
-rebuilt, never trusted.
+half of one (no fsync: an entry cut short by a crash fails its checksums). On reading (memory-mapped,
+copy-on-write), every array's size, dtype and CRC-32 is checked, and an entry that fails is removed and rebuilt,
+never trusted.
 """
 
 from __future__ import annotations
@@ -52,11 +53,16 @@ def content_key(root: Path, files: list[str], options: dict[str, Any]) -> str:
 
     unique = sorted(set(files))
 
-    def digest(relative: str) -> str:
-        return hashlib.sha256((root / relative).read_bytes()).hexdigest()
+    def digests_of(chunk: list[str]) -> list[str]:
+        return [hashlib.sha256((root / relative).read_bytes()).hexdigest() for relative in chunk]
 
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        digests = list(pool.map(digest, unique))
+    # A chunk of files per thread: one future per file would cost more than hashing a small map.
+    workers = min(8, os.cpu_count() or 1)
+    chunks = [unique[i::workers] for i in range(workers)]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        hashed = dict(zip([f for c in chunks for f in c], [d for ds in pool.map(digests_of, chunks) for d in ds],
+                          strict=True))
+    digests = [hashed[f] for f in unique]
     versions = {"loader": LOADER_VERSION, "pillow": pillow}
     if any(f.lower().endswith(".dcm") for f in unique):
         import pydicom
@@ -79,7 +85,9 @@ def read_entry(key: str) -> tuple[LUSDataset, list[str]] | None:
         meta = json.loads((entry / _META).read_text())
         arrays = {}
         for name, spec in meta["arrays"].items():
-            array = np.load(entry / spec["file"], allow_pickle=False)
+            # Copy-on-write memory maps: nothing is copied up front (the checksum reads the pages straight from the
+            # OS cache), and the arrays are still writable without touching the entry.
+            array = np.load(entry / spec["file"], mmap_mode="c", allow_pickle=False)
             if array.dtype.str != spec["dtype"] or list(array.shape) != spec["shape"] or _crc(array) != spec["crc32"]:
                 raise ValueError(f"array {name} does not match its checksum")
             arrays[name] = array
@@ -104,10 +112,9 @@ def write_entry(key: str, dataset: LUSDataset, notices: list[str]) -> None:
         meta: dict[str, Any] = {"notices": notices, "arrays": {}}
         for i, (name, array) in enumerate(dataset_arrays(dataset).items()):
             file = f"{i:03d}.npy"
+            # No fsync: an entry cut short by a crash fails its checksums and is rebuilt.
             with (tmp / file).open("wb") as fh:
                 np.save(fh, array, allow_pickle=False)
-                fh.flush()
-                os.fsync(fh.fileno())
             meta["arrays"][name] = {"file": file, "dtype": array.dtype.str, "shape": list(array.shape), "crc32": _crc(array)}
         (tmp / _META).write_text(json.dumps(meta))
         try:

@@ -12,7 +12,9 @@ Every failure is a :class:`ReadError` whose message says what is wrong with the 
 
 from __future__ import annotations
 
+import functools
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -34,12 +36,24 @@ def safe_path(root: Path, text: str) -> Path:
         raise ReadError("empty path")
     if text.startswith(("/", "\\")) or os.path.isabs(text) or (len(text) > 1 and text[1] == ":"):
         raise ReadError(f"path '{text}' is absolute: paths are relative to the dataset folder")
-    path = (root / text).resolve()
+    joined = os.path.join(root, text)
+    # Resolving every file is slow for thousands of them; the folders are few, so their real paths are cached and
+    # only a file that is itself a symlink is resolved.
+    directory = Path(_real_dir(os.path.dirname(joined)))
+    path = directory / os.path.basename(joined)
+    try:
+        if stat.S_ISLNK(os.lstat(path).st_mode):
+            path = path.resolve()
+    except OSError:
+        pass
     if path != root and root not in path.parents:
         raise ReadError(f"path '{text}' escapes the dataset folder")
     if not path.is_file():
         raise ReadError(f"file '{text}' does not exist")
     return path
+
+
+_real_dir = functools.lru_cache(maxsize=4096)(os.path.realpath)
 
 
 def read_array(path: Path, index: int | None) -> np.ndarray:
