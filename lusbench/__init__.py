@@ -20,6 +20,7 @@ _LAZY = {
     "DownstreamTask": "lusbench.evaluate.tasks",
     "MetricDef": "lusbench.evaluate.metricdefs",
     "dataset_from_arrays": "lusbench.data.arrays",
+    "Executor": "lusbench.exec.executors",
 }
 
 __all__ = ["hookimpl", "__version__", *_LAZY]

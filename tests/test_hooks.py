@@ -311,7 +311,7 @@ def test_a_diverging_training_stops_with_one_line_naming_strategy_seed_and_fold(
                    env={"PYTHONPATH": str(tmp_path)})
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.splitlines()[-1] == (
-        "lusbench run: error: [1/4] diverges seed 0 fold 0: training diverged at epoch 1: training loss nan, "
+        "lusbench run: error: diverges seed 0 fold 0: training diverged at epoch 1: training loss nan, "
         "validation loss nan (try a lower learning rate)")
     assert not (tmp_path / "run" / "leaderboard.json").exists()
 

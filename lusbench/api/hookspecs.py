@@ -78,6 +78,19 @@ def register_downstream_tasks(register: Register) -> None:
 
 
 @hookspec
+def register_executors(register: Register) -> None:
+    """Register executors: engines that run the cells of a grid (strategies x seeds x folds), e.g. on Ray.
+
+    Call ``register(name, factory)``; the factory receives the spec's arguments as strings and returns a
+    :class:`lusbench.Executor` whose ``map(fn, cells)`` calls ``fn`` on every cell configuration (a plain dict)
+    wherever the engine runs work and yields each result as soon as it is done, in any order; ``fn`` is pure
+    and picklable, so a cell may be rerun after a lost worker. Workers need lusbench and the run's plugins
+    installed. Only the driver writes the results store. ``local``, ``process`` and ``dask`` are built in and
+    cannot be registered again. Selected with ``--executor name`` or ``--executor name:arg``.
+    """
+
+
+@hookspec
 def run_started(config: dict[str, Any], run_dir: Path) -> None:
     """Event: a ``lusbench run`` is about to train and evaluate.
 

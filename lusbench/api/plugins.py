@@ -56,11 +56,13 @@ class PluginInfo:
 
 @dataclass
 class Plugins:
-    """The plugin manager and the four registries filled from it."""
+    """The plugin manager and the registries filled from it. ``modules`` are the ``-p`` values it was loaded with,
+    so that a worker process can load the same plugins (:mod:`lusbench.exec.cells`)."""
 
     manager: pluggy.PluginManager
     registries: dict[str, Registry]
     loaded: list[PluginInfo] = field(default_factory=list)
+    modules: tuple[str, ...] = ()
     warn: Callable[[str], None] = field(default=_stderr, repr=False)
     # The arguments run_started was dispatched with, until run_finished or run_failed closes the run.
     _open_run: dict[str, Any] | None = field(default=None, init=False, repr=False)
@@ -80,6 +82,10 @@ class Plugins:
     @property
     def tasks(self) -> Registry:
         return self.registries["downstream_tasks"]
+
+    @property
+    def executors(self) -> Registry:
+        return self.registries["executors"]
 
     def notify(self, event: str, **kwargs: Any) -> None:
         """Call event hook ``event`` through pluggy (wrappers, ``tryfirst``/``trylast`` honoured).
@@ -169,6 +175,7 @@ def load_plugins(extra_modules: Iterable[str] = (), *, warn: Callable[[str], Non
     as failed so the clash can be seen.
     """
     warn = warn or _stderr
+    extra_modules = tuple(extra_modules)
     strict = _truthy(os.environ.get(STRICT_ENV))
     allowed, disabled = _env_selection()
     modules: list[str] = []
@@ -237,7 +244,7 @@ def load_plugins(extra_modules: Iterable[str] = (), *, warn: Callable[[str], Non
     _check_hook_names(pm, {i.name: i for i in loaded}, strict=strict, warn=warn)
     registries = {kind: Registry(kind) for kind in KINDS}
     _register_names(pm, registries, loaded, fail=fail, strict=strict, diagnose=diagnose, warn=warn)
-    return Plugins(manager=pm, registries=registries, loaded=loaded, warn=warn)
+    return Plugins(manager=pm, registries=registries, loaded=loaded, warn=warn, modules=tuple(extra_modules))
 
 
 def _registered(pm: pluggy.PluginManager) -> list[tuple[str, Any]]:

@@ -9,7 +9,7 @@ from typing import Any
 from lusbench.api.specs import expand_spec, parse_spec
 from lusbench.errors import PluginError, UserError, exception_summary
 
-KINDS = ("label_strategies", "datasets", "models", "downstream_tasks")
+KINDS = ("label_strategies", "datasets", "models", "downstream_tasks", "executors")
 
 # The CLI flag that selects each kind, used in error messages.
 FLAGS = {
@@ -17,6 +17,7 @@ FLAGS = {
     "datasets": "--dataset",
     "models": "--model",
     "downstream_tasks": "--task",
+    "executors": "--executor",
 }
 
 
@@ -38,7 +39,7 @@ class Entry:
 
 
 class Registry:
-    """All names registered for one kind (label strategies, datasets, models or tasks)."""
+    """All names registered for one kind (label strategies, datasets, models, tasks or executors)."""
 
     def __init__(self, kind: str) -> None:
         self.kind = kind

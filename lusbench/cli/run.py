@@ -57,9 +57,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reference", metavar="SPEC", default="threshold:0.5",
                    help="strategy every row is compared with, paired (default: threshold:0.5); 'none' to skip")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="training device (default: auto)")
-    p.add_argument("--threads", type=_positive_int, default=DEFAULT_THREADS, metavar="N",
-                   help=f"torch intra-op CPU threads; part of the training key, since the thread count changes the "
-                        f"trained weights (default: {DEFAULT_THREADS})")
+    p.add_argument("--threads", type=_positive_int, metavar="N",
+                   help=f"torch intra-op CPU threads per training; part of the training key, since the thread count "
+                        f"changes the trained weights (default: {DEFAULT_THREADS} with --executor local; with process:N "
+                        f"the cores divided among the N workers; 1 per Dask worker)")
+    p.add_argument("--executor", metavar="SPEC", default="local",
+                   help="where the folds train: local (this process), process[:N] (N worker processes, default one per "
+                        "core), dask (a Dask LocalCluster on 127.0.0.1), dask:tcp://HOST:PORT (a running Dask scheduler), "
+                        "or a plugin's executor (default: local)")
     p.add_argument("--out", type=Path, default=Path(DEFAULT_RUN_DIR), metavar="DIR",
                    help=f"run directory: results store, artifacts, leaderboard.json (default: {DEFAULT_RUN_DIR})")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the leaderboard JSON to FILE")
@@ -161,7 +166,9 @@ def run(args: argparse.Namespace) -> int:
         reference=None if args.reference.lower() == "none" else args.reference,
         force=args.force,
         primary_metric=args.primary_metric,
-        threads=args.threads,
+        # Unset: the local run's default; another executor shares the cores out among its workers itself.
+        threads=args.threads if args.threads is not None or args.executor != "local" else DEFAULT_THREADS,
+        executor=args.executor,
     )
     doc = run_plan(plan, plugins, Progress(quiet=args.quiet))
 

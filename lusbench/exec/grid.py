@@ -9,22 +9,25 @@ evaluation is recomputed from the fold's stored 8-bit probabilities, so a change
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from lusbench.data.confidence import binarize
 from lusbench.data.folds import patient_folds, patient_holdout
-from lusbench.errors import TrainingDiverged
 from lusbench.evaluate.run_results import REFERENCE_EXPERT, REFERENCE_TRUE
+from lusbench.exec.cells import CellContext, cell_label, driver_context, run_cell
 from lusbench.results.keys import RunKeys, describe_change
 from lusbench.results.store import RecordKey, ResultsStore
-from lusbench.train.checkpoints import save_checkpoint
+from lusbench.train.checkpoints import save_weights
 from lusbench.train.models import check_model
 from lusbench.train.strategy import check_strategy
 
 if TYPE_CHECKING:
+    from lusbench.api.plugins import Plugins
     from lusbench.data.dataset import LUSDataset
+    from lusbench.exec.executors import Executor
     from lusbench.exec.plan import RunPlan
     from lusbench.progress import Progress
 
@@ -34,10 +37,14 @@ class Grid:
 
     def __init__(self, plan: RunPlan, dataset: LUSDataset, builder: Any, strategies: list[Any], tasks: list[Any],
                  train_config: Any, device: Any, environment: dict[str, Any], keys: RunKeys, parts: dict[str, Any],
-                 store: ResultsStore, progress: Progress) -> None:
+                 store: ResultsStore, progress: Progress, executor: Executor, plugins: Plugins,
+                 cell_base: dict[str, Any]) -> None:
         self.plan, self.dataset, self.builder, self.strategies, self.tasks = plan, dataset, builder, strategies, tasks
         self.train_config, self.device, self.environment, self.keys = train_config, device, environment, keys
         self.parts, self.store, self.progress = parts, store, progress
+        # Where the cells run, the plugins the driver loaded, and the run-wide part of every cell's configuration
+        # (lusbench.exec.cells.cell_base).
+        self.executor, self.plugins, self.cell_base = executor, plugins, cell_base
         self.folds = {seed: patient_folds(dataset.patient, plan.folds, seed) for seed in plan.seeds}
 
     def _done(self, key: RecordKey, artifact: bool) -> bool:
@@ -71,22 +78,66 @@ class Grid:
             check_model(self.builder, images[:2], self.dataset.n_classes)
             for strategy in dict.fromkeys(s for s, _, _ in todo):
                 check_strategy(strategy, confidence[:8], None if raters is None else raters[:8])
-            with self.progress.task("training", total=len(todo) * self.train_config.epochs) as bar:
-                for i, (strategy, seed, fold) in enumerate(todo, 1):
-                    label = f"[{i}/{len(todo)}] {strategy.name} seed {seed} fold {fold}"
-                    started = time.perf_counter()
-                    frames, probs, notices = self._train_cell(strategy, seed, fold, images, confidence, raters, bar, label)
-                    metrics = self._evaluate_cell(strategy.name, seed, fold, frames, probs, confidence, true_masks, raters)
-                    dice = float(np.nanmean(metrics["dice"])) if "dice" in metrics else float("nan")
-                    # One line per fold, whatever it has to say.
-                    self.progress.note("; ".join([f"{label}: dice {dice:.3f}, {time.perf_counter() - started:.1f} s",
-                                                  *notices]))
+            self._train_cells(todo, images, confidence, true_masks, raters)
         if unevaluated:
             self.progress.note(f"evaluating {len(unevaluated)} stored folds from their out-of-fold probabilities")
             for strategy, seed, fold in unevaluated:
                 arrays = self.store.load_arrays(self.keys.trained(strategy.name, seed, fold))
                 probs = torch.from_numpy(arrays["probs"]).to(self.device)
                 self._evaluate_cell(strategy.name, seed, fold, arrays["frames"], probs, confidence, true_masks, raters)
+
+    def _train_cells(self, todo: list[tuple[Any, int, int]], images: Any, confidence: Any, true_masks: Any,
+                     raters: Any) -> None:
+        """Hand the cells to the executor and commit each result as it arrives (any order): its artifacts, its
+        trained-fold record, then its evaluation; an interrupted grid keeps every cell that arrived."""
+        configs = [self._cell_config(strategy, seed, fold) for strategy, seed, fold in todo]
+        epochs = self.train_config.epochs
+        with self.progress.task("training", total=len(todo) * epochs, unit="epochs, all folds") as bar:
+            done = 0
+
+            def on_epoch(config: dict[str, Any], epoch: int, stats: dict[str, float]) -> None:
+                bar.update(completed=done * epochs + epoch + 1,
+                           description=f"[{done + 1}/{len(todo)}] {cell_label(config)} epoch {epoch + 1}")
+
+            # An in-process executor trains on the driver's own dataset and tensors, with per-epoch progress.
+            context = CellContext(self.plugins, self.dataset, self.cell_base["data_hash"], images, confidence, raters, on_epoch)
+            with driver_context(configs[0], context) if self.executor.in_process else nullcontext():
+                for result in self.executor.map(run_cell, configs):
+                    done += 1
+                    metrics = self._commit_cell(result, confidence, true_masks, raters)
+                    bar.update(completed=done * epochs)
+                    row, seed, fold = result["cell"]
+                    dice = float(np.nanmean(metrics["dice"])) if "dice" in metrics else float("nan")
+                    # One line per fold, whatever it has to say.
+                    self.progress.note("; ".join([f"[{done}/{len(todo)}] {row} seed {seed} fold {fold}: dice {dice:.3f}, "
+                                                  f"{result['seconds']:.1f} s", *result["notices"]]))
+
+    def _commit_cell(self, result: dict[str, Any], confidence: Any, true_masks: Any, raters: Any) -> dict[str, Any]:
+        """Store one cell's artifacts, then its trained-fold record (so a record always points at complete
+        artifacts), then its evaluation; returns the fold's frame metrics."""
+        import torch
+
+        row, seed, fold = result["cell"]
+        key = self.keys.trained(row, seed, fold)
+        artifacts = result["artifacts"]
+        self.store.save_arrays(key, frames=artifacts["frames"], probs=artifacts["probs"],
+                               fit_frames=artifacts["fit_frames"], val_frames=artifacts["val_frames"])
+        save_weights(artifacts["weights"], self.store.artifact_path(key, ".pt"))
+        self.store.put(key, result["payload"], self.environment, self.parts["train"][row])
+        probs = torch.from_numpy(artifacts["probs"]).to(self.device)
+        return self._evaluate_cell(row, seed, fold, artifacts["frames"], probs, confidence, true_masks, raters)
+
+    def _cell_config(self, strategy: Any, seed: int, fold: int) -> dict[str, Any]:
+        """The plain configuration of one cell (:mod:`lusbench.exec.cells`): the run's part plus its frames."""
+        test_idx = self.folds[seed][fold]
+        train_idx = np.sort(np.concatenate([f for i, f in enumerate(self.folds[seed]) if i != fold]))
+        # Same seed for every strategy at (seed, fold): identical split, init and batch order, so
+        # strategies differ only in their targets and the comparison is paired.
+        cell_seed = seed * 1000 + fold
+        fit_idx, val_idx = patient_holdout(train_idx, self.dataset.patient, self.plan.val_fraction, cell_seed)
+        return {**self.cell_base, "strategy": strategy.name, "seed": seed, "fold": fold, "cell_seed": cell_seed,
+                "fit": fit_idx.tolist(), "val": val_idx.tolist(), "test": np.asarray(test_idx).tolist(),
+                "val_patients": len(np.unique(self.dataset.patient[val_idx]))}
 
     def _explain_retraining(self, todo: list[tuple[Any, int, int]]) -> None:
         """For folds trained before under another key, one notice per strategy and reason: which key part changed."""
@@ -104,57 +155,6 @@ class Grid:
             reasons[(strategy.name, why)] = reasons.get((strategy.name, why), 0) + 1
         for (row, why), count in reasons.items():
             self.progress.note(f"retraining {count} fold{'s' if count > 1 else ''} of {row}: {why}")
-
-    def _train_cell(self, strategy: Any, seed: int, fold: int, images: Any, confidence: Any, raters: Any, bar: Any,
-                    label: str) -> tuple[np.ndarray, Any, list[str]]:
-        """Train and store one fold; returns its held-out frames, their stored (8-bit) probabilities and notices
-        for the fold's progress line."""
-        import torch
-
-        from lusbench.train import engine as training
-
-        test_idx = self.folds[seed][fold]
-        train_idx = np.sort(np.concatenate([f for i, f in enumerate(self.folds[seed]) if i != fold]))
-        # Same seed for every strategy at (seed, fold): identical split, init and batch order, so
-        # strategies differ only in their targets and the comparison is paired.
-        cell_seed = seed * 1000 + fold
-        fit_idx, val_idx = patient_holdout(train_idx, self.dataset.patient, self.plan.val_fraction, cell_seed)
-        epochs_before = bar.completed
-
-        def on_epoch(epoch: int, stats: dict[str, float]) -> None:
-            bar.update(completed=epochs_before + epoch + 1, description=f"{label} epoch {epoch + 1}")
-
-        try:
-            trained = training.train_model(self.builder, strategy, images, confidence, fit_idx, val_idx,
-                                           self.train_config, seed=cell_seed, device=self.device, on_epoch=on_epoch,
-                                           val_patients=len(np.unique(self.dataset.patient[val_idx])), raters=raters)
-        except TrainingDiverged as exc:
-            # One line naming strategy, seed and fold; the folds finished before it are kept.
-            raise TrainingDiverged(f"{label}: {exc}") from None
-        notices = []
-        if trained.stop_reason == training.STOP_NO_VALIDATION and self.train_config.patience is not None:
-            notices.append(f"validation split of {len(val_idx)} frames is too small to judge epochs: early stopping "
-                           "off, last epoch kept")
-        bar.update(completed=epochs_before + self.train_config.epochs)
-        try:
-            probs = training.predict_probs(trained.model, images, test_idx, self.train_config.batch_size)
-        except TrainingDiverged as exc:
-            raise TrainingDiverged(f"{label}: {exc}") from None
-        key = self.keys.trained(strategy.name, seed, fold)
-        # Probabilities are kept at 8 bits, and every evaluation (metrics, features) reads the stored copy, so a
-        # fold evaluated as it is trained and one re-evaluated from the store give the same numbers.
-        quantized = (probs * 255).round().to(torch.uint8)
-        self.store.save_arrays(key, frames=test_idx, probs=quantized.cpu().numpy(), fit_frames=fit_idx, val_frames=val_idx)
-        save_checkpoint(trained.model, self.store.artifact_path(key, ".pt"))
-        payload = {"frames": test_idx.tolist(), "best_epoch": trained.best_epoch, "stop_reason": trained.stop_reason,
-                   "epochs_run": len(trained.history), "history": trained.history,
-                   "degenerate": degenerate_classes(probs, confidence[torch.as_tensor(test_idx, device=confidence.device)],
-                                                    self.dataset.classes)}
-        if payload["degenerate"]:
-            notices.append(f"WARNING: learned nothing for {', '.join(payload['degenerate'])} (empty or "
-                           "everywhere-positive predictions on every held-out frame)")
-        self.store.put(key, payload, self.environment, self.parts["train"][strategy.name])
-        return test_idx, quantized, notices
 
     def _evaluate_cell(self, row: str, seed: int, fold: int, frames: np.ndarray, quantized: Any, confidence: Any,
                        true_masks: Any, raters: Any) -> dict[str, np.ndarray]:
@@ -236,14 +236,3 @@ class Grid:
         self.store.put(key, {"frames": list(range(self.dataset.n_frames)), "metrics": kept}, self.environment,
                        self.parts["evaluation"])
 
-
-
-
-def degenerate_classes(probs: Any, confidence: Any, classes: tuple[str, ...]) -> list[str]:
-    """The classes that have labels among the held-out frames but whose prediction (``probs >= 0.5``) is empty on
-    every frame, or positive everywhere: a model that learned nothing for them, which averaged metrics would hide."""
-    pred = probs >= 0.5
-    labelled = (confidence > 0).flatten(2).any(-1).any(0)
-    empty = ~pred.flatten(2).any(-1).any(0)
-    full = pred.flatten(2).all(-1).all(0)
-    return [c for c, lab, e, f in zip(classes, labelled.tolist(), empty.tolist(), full.tolist(), strict=True) if lab and (e or f)]

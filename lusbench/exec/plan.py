@@ -36,7 +36,8 @@ class RunPlan:
     reference: str | None
     force: bool = False
     primary_metric: str | None = None  # None: the dataset's (lusbench.evaluate.segmetrics.primary_metric)
-    threads: int | None = None  # torch intra-op threads; None: torch's own default
+    threads: int | None = None  # torch intra-op threads per cell; None: the executor's default (cell_threads)
+    executor: str = "local"  # --executor: where the cells run (lusbench.exec.executors)
 
 
 class Made(NamedTuple):

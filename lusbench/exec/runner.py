@@ -17,6 +17,8 @@ from lusbench.data.folds import patient_folds
 from lusbench.errors import UserError
 from lusbench.evaluate.metricdefs import MetricDef
 from lusbench.evaluate.run_results import REFERENCE_EXPERT, REFERENCE_TRUE
+from lusbench.exec.cells import cell_base, warm_up, warm_up_config
+from lusbench.exec.executors import Executor, create_executor
 from lusbench.exec.grid import Grid
 from lusbench.exec.plan import Made, Resolved, RunPlan, resolve
 from lusbench.results.collect import collect_results
@@ -59,6 +61,20 @@ def run(plan: RunPlan, plugins: Plugins, progress: Progress) -> dict[str, Any]:
 
 def _run(plan: RunPlan, plugins: Plugins, progress: Progress) -> dict[str, Any]:
     resolved = resolve(plan, plugins)
+    # Before the dataset is built: a bad --executor (or an unreachable scheduler) fails in seconds.
+    with create_executor(plan.executor, plugins) as executor:
+        executor.prepare(warm_up, warm_up_config(plugins, plan.dataset, plan.model, resolved.train_config.normalize,
+                                                 plan.device if plan.device != "auto" else _auto_device()))
+        return _run_with(plan, plugins, progress, resolved, executor)
+
+
+def _auto_device() -> str:
+    from lusbench.train import engine as training
+
+    return training.resolve_device("auto").type
+
+
+def _run_with(plan: RunPlan, plugins: Plugins, progress: Progress, resolved: Resolved, executor: Executor) -> dict[str, Any]:
     strategies = [s.obj for s in resolved.strategies]
     builder = resolved.model.obj
     dataset = plugins.datasets.create(plan.dataset)
@@ -91,7 +107,9 @@ def _run(plan: RunPlan, plugins: Plugins, progress: Progress) -> dict[str, Any]:
         torch.set_num_threads(plan.threads)
     train_config = resolved.train_config
     device = training.resolve_device(plan.device)
-    environment = environment_info(device, plugins)
+    # The thread count every cell trains with, wherever it runs: part of the training key.
+    threads = executor.cell_threads(plan.threads)
+    environment = {**environment_info(device, plugins), "torch_threads": threads, "executor": executor.name}
     # What the leaderboard describes, for `check` to compare like with like; the store's reuse is decided by
     # the record keys below, not by this hash.
     cell_config = {
@@ -113,7 +131,7 @@ def _run(plan: RunPlan, plugins: Plugins, progress: Progress) -> dict[str, Any]:
     metric_defs = _metric_defs(dataset, [t.obj for t in runnable])
     primary = _primary_metric(plan, dataset, metric_defs)
     rows = [s.name for s in strategies] + [REFERENCE_EXPERT] + ([REFERENCE_TRUE] if dataset.true_masks is not None else [])
-    keys = _record_keys(plan, dataset, resolved, runnable, train_config, device)
+    keys = _record_keys(plan, dataset, resolved, runnable, train_config, device, threads)
     manifest = {
         "config": config,
         "environment": environment,
@@ -135,8 +153,10 @@ def _run(plan: RunPlan, plugins: Plugins, progress: Progress) -> dict[str, Any]:
                           "reused: their keys cannot tell stale results from valid ones")
         plugins.notify("run_started", config=config, run_dir=plan.run_dir)
         store.set_meta(MANIFEST, manifest)
+        base = cell_base(plugins, plan.dataset, dataset, plan.model, builder.name, train_config.to_json(), device.type,
+                         threads)
         grid = Grid(plan, dataset, builder, strategies, [t.obj for t in runnable], train_config, device, environment,
-                    RunKeys.of(manifest), keys["parts"], store, progress)
+                    RunKeys.of(manifest), keys["parts"], store, progress, executor, plugins, base)
         grid.run_cells()
         grid.run_tasks()
         results = collect_results(store, manifest)
@@ -152,7 +172,7 @@ def _run(plan: RunPlan, plugins: Plugins, progress: Progress) -> dict[str, Any]:
 
 
 def _record_keys(plan: RunPlan, dataset: LUSDataset, resolved: Resolved, tasks: list[Made], train_config: Any,
-                 device: Any) -> dict[str, Any]:
+                 device: Any, threads: int) -> dict[str, Any]:
     """The manifest's ``keys``: a training key per row, the evaluation key, a key per task, and under ``parts``
     what each was hashed from (stored with every record, so a retrained fold can say what changed)."""
     code = lusbench_code(TRAINING_CODE)
@@ -160,7 +180,7 @@ def _record_keys(plan: RunPlan, dataset: LUSDataset, resolved: Resolved, tasks: 
     data = {fields: dataset.content_hash(fields) for fields in {training_fields(s.obj) for s in resolved.strategies}}
     model = plugin_identity(resolved.model.obj, resolved.model.factory)
     settings = {**train_config.to_json(), "folds": plan.folds, "val_fraction": plan.val_fraction}
-    runtime = runtime_parts(device, train_config.amp)
+    runtime = runtime_parts(device, train_config.amp, threads)
     train = {s.obj.name: training_parts(data[training_fields(s.obj)], data_code, model, plugin_identity(s.obj, s.factory),
                                         settings, runtime, code) for s in resolved.strategies}
     train.update({row: reference_parts(row, code) for row in (REFERENCE_EXPERT, REFERENCE_TRUE)})

@@ -150,17 +150,20 @@ def training_fields(strategy: Any) -> tuple[str, ...]:
     return (*TRAINING_FIELDS, "rater_masks") if getattr(strategy, "needs_raters", False) else TRAINING_FIELDS
 
 
-def runtime_parts(device: Any, amp: bool) -> dict[str, Any]:
-    """What of the machine changes a trained fold's weights: thread count, device, precision, library versions."""
+def runtime_parts(device: Any, amp: bool, threads: int | None = None) -> dict[str, Any]:
+    """What of the machine changes a trained fold's weights: thread count (``threads``, the count the executor's
+    cells train with; default this process's), device, precision, library versions."""
     import torch
+
+    from lusbench.train.engine import amp_dtype, precision_name
 
     name = device.type if device.type != "cuda" else f"cuda ({torch.cuda.get_device_name(device)})"
     return {
         # The same seed gives other weights at another intra-op thread count (reductions split differently).
-        "torch thread count": torch.get_num_threads(),
+        "torch thread count": threads if threads is not None else torch.get_num_threads(),
         "device": name,
-        # As lusbench.train.engine decides it: bf16 autocast only with amp on CUDA.
-        "precision": "bf16" if amp and device.type == "cuda" else "fp32",
+        # As lusbench.train.engine decides it: bf16 or fp16 autocast only with amp on CUDA.
+        "precision": precision_name(amp_dtype(device, amp)),
         "library versions": library_versions(TRAINING_LIBRARIES),
     }
 

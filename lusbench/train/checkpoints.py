@@ -16,11 +16,12 @@ if TYPE_CHECKING:
     import torch
 
 
-def save_checkpoint(model: torch.nn.Module, path: Path) -> None:
+def save_weights(state: dict[str, torch.Tensor], path: Path) -> None:
+    """Write a ``state_dict`` (on any device) as CPU tensors, atomically: what a worker returns for its cell."""
     import torch
 
     buffer = io.BytesIO()
-    torch.save({name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}, buffer)
+    torch.save({name: tensor.detach().cpu() for name, tensor in state.items()}, buffer)
     atomic_write_bytes(path, buffer.getvalue())
 
 

@@ -24,7 +24,8 @@ class TrainConfig:
       warm-up (:data:`WARMUP_FRACTION` of the schedule), and selects the best epoch only among those.
     - ``augment``: flips and gain/offset jitter on the device (:mod:`lusbench.train.augment`).
     - ``normalize``: ``unit`` (pixel values / 255) or ``per-image`` (each image to zero mean and unit SD).
-    - ``amp``: bf16 autocast on CUDA; ignored on CPU.
+    - ``amp``: mixed precision on CUDA (bf16 where the GPU has it natively, else fp16 with a gradient scaler;
+      :func:`lusbench.train.engine.amp_dtype`); ignored on CPU.
     """
 
     epochs: int

@@ -31,6 +31,10 @@ if TYPE_CHECKING:
     from lusbench.train.models import ModelBuilder
     from lusbench.train.strategy import LabelStrategy
 
+# cuBLAS reads this when it creates its first handle (the process's first CUDA matmul); deterministic kernels need
+# it, so it is set when the engine is imported, before any training can touch CUDA.
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
 # A validation split smaller than this cannot judge an epoch: early stopping is then off and the last epoch is
 # kept. A handful of frames, or frames of a single patient, give a loss that follows that one patient's noise.
 MIN_VALIDATION_FRAMES = 8
@@ -67,6 +71,24 @@ def resolve_device(name: str) -> torch.device:
     raise UserError(f"--device '{name}': expected auto, cpu or cuda")
 
 
+def amp_dtype(device: torch.device, amp: bool, bf16_native: Callable[[], bool] | None = None) -> torch.dtype | None:
+    """The autocast dtype of training and prediction on ``device``; None means fp32 (the CPU, or ``amp`` off).
+
+    bf16 where the GPU computes it natively (``bf16_native()``, default: ``torch.cuda.is_bf16_supported`` without
+    emulation: compute capability 8.0 and up), otherwise fp16, which :func:`train_model` pairs with a gradient
+    scaler (fp16's narrow range underflows small gradients; bf16 has fp32's range and needs none).
+    """
+    if not amp or device.type != "cuda":
+        return None
+    native = bf16_native() if bf16_native is not None else torch.cuda.is_bf16_supported(including_emulation=False)
+    return torch.bfloat16 if native else torch.float16
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    """``bf16``, ``fp16`` or ``fp32``: the precision as recorded in a trained fold's key."""
+    return {torch.bfloat16: "bf16", torch.float16: "fp16", None: "fp32"}[dtype]
+
+
 def dataset_tensors(dataset: LUSDataset, device: torch.device, normalize: str = "unit") -> tuple[torch.Tensor, torch.Tensor]:
     """Images ``(N, 1, H, W)`` float32 and confidence ``(N, K, H, W)`` float32 in [0, 1], on ``device``.
 
@@ -91,9 +113,6 @@ def _deterministic(device: torch.device) -> Iterator[None]:
 
     previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
                 torch.backends.cudnn.benchmark, torch.utils.deterministic.fill_uninitialized_memory)
-    if device.type == "cuda":
-        # cuBLAS reads this when its first handle is created; without it deterministic mode only warns.
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     # warn_only: a CUDA kernel without a deterministic variant (e.g. some upsampling backward passes)
     # warns instead of failing the run.
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -143,14 +162,18 @@ def train_model(builder: ModelBuilder, strategy: LabelStrategy, images: torch.Te
         raise ValueError(f"strategy '{strategy.name}' needs rater masks and train_model was given none")
     judge = config.patience is not None and validation_usable(val_idx, val_patients)
     channels_last = device.type == "cuda"
-    use_amp = config.amp and device.type == "cuda"
+    dtype = amp_dtype(device, config.amp)
     with _deterministic(device):
         torch.manual_seed(seed)
         model = builder.build(images.shape[1], confidence.shape[1]).to(device)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         n_batches = math.ceil(len(train_idx) / config.batch_size)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        # fused: one kernel updates every parameter, instead of a Python loop of small ops per parameter tensor
+        # (on the CPU it halves the optimizer step: docs/benchmarks.md).
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=True)
+        # fp16 only (see amp_dtype): scale the loss so that small gradients do not underflow.
+        scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
         scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=config.epochs * n_batches,
                                                         pct_start=WARMUP_FRACTION)
         shuffle = torch.Generator().manual_seed(seed)
@@ -177,18 +200,23 @@ def train_model(builder: ModelBuilder, strategy: LabelStrategy, images: torch.Te
                 target, weight = strategy_targets(strategy, conf, batch_raters, labels)
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
                     logits = model(x)
-                loss = strategy.loss(logits, target, weight)
+                loss = strategy.loss(logits.float(), target, weight)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                if scaler is None:
+                    loss.backward()
+                    optimizer.step()
+                else:
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
                 scheduler.step()
                 total += loss.detach() * len(idx)
             train_loss = total.item() / len(train_t)  # .item() syncs once per epoch, not per step
             train_seconds = time.perf_counter() - started
             val_loss = (_validation_loss(model, strategy, images, confidence, raters if use_raters else None,
-                                         val_batches, channels_last, use_amp, seed)
+                                         val_batches, channels_last, dtype, seed)
                         if len(val_idx) else math.nan)
             stats = {"train_loss": train_loss, "val_loss": val_loss, "lr": scheduler.get_last_lr()[0],
                      "img_per_s": len(train_t) / train_seconds, "seconds": time.perf_counter() - started}
@@ -222,8 +250,8 @@ def train_model(builder: ModelBuilder, strategy: LabelStrategy, images: torch.Te
 
 
 def _validation_loss(model: torch.nn.Module, strategy: LabelStrategy, images: torch.Tensor, confidence: torch.Tensor,
-                     raters: torch.Tensor | None, batches: tuple[torch.Tensor, ...], channels_last: bool, use_amp: bool,
-                     seed: int) -> float:
+                     raters: torch.Tensor | None, batches: tuple[torch.Tensor, ...], channels_last: bool,
+                     dtype: torch.dtype | None, seed: int) -> float:
     """Frame-weighted mean of the strategy's loss on the validation frames (eval mode, no augmentation)."""
     model.eval()
     total = torch.zeros((), device=images.device)
@@ -235,15 +263,17 @@ def _validation_loss(model: torch.nn.Module, strategy: LabelStrategy, images: to
             x = images[idx]
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=use_amp):
+            with torch.autocast(images.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
                 logits = model(x)
             target, weight = strategy_targets(strategy, confidence[idx], None if raters is None else raters[idx], labels)
-            total += strategy.loss(logits, target, weight) * len(idx)
+            total += strategy.loss(logits.float(), target, weight) * len(idx)
     return total.item() / sum(len(b) for b in batches)
 
 
-def predict_probs(model: torch.nn.Module, images: torch.Tensor, idx: np.ndarray, batch_size: int) -> torch.Tensor:
-    """Sigmoid probabilities ``(len(idx), K, H, W)`` float32 for frames ``idx``, on the images' device."""
+def predict_probs(model: torch.nn.Module, images: torch.Tensor, idx: np.ndarray, batch_size: int,
+                  dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Sigmoid probabilities ``(len(idx), K, H, W)`` float32 for frames ``idx``, on the images' device; the forward
+    pass autocasts to ``dtype`` (:func:`amp_dtype`) when given."""
     model.eval()
     channels_last = images.is_cuda
     out = []
@@ -252,7 +282,9 @@ def predict_probs(model: torch.nn.Module, images: torch.Tensor, idx: np.ndarray,
             x = images[batch]
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            out.append(torch.sigmoid(model(x).float()).contiguous())
+            with torch.autocast(images.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+                logits = model(x)
+            out.append(torch.sigmoid(logits.float()).contiguous())
     probs = torch.cat(out)
     if not torch.isfinite(probs).all():
         raise TrainingDiverged("the trained model predicts non-finite probabilities (NaN weights?)")

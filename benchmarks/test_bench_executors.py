@@ -1,0 +1,51 @@
+"""Executors: wall time of the same 4-cell quick grid (2 strategies x 1 seed x 2 folds, no tasks) with ``--executor
+local`` and ``--executor process:2``, each a fresh ``lusbench run`` process into an empty run directory, so both
+pay the same start-up (imports, dataset, plan) and ``process`` also pays for starting its workers.
+
+``local`` trains one cell at a time with torch's default thread count (one per core); ``process:2`` trains two cells
+at a time with one thread each (cores // workers). The ratio (process wall time over local wall time) is asserted
+to be at most ``MAX_RATIO``; run it with nothing else on the machine:
+
+    .venv/bin/pytest benchmarks/test_bench_executors.py --benchmark-only -s
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lusbench.exec.executors import cpu_cores
+
+MAX_RATIO = 0.65
+GRID = ["run", "--preset", "quick", "--strategy", "threshold:0.6", "--strategy", "soft", "--reference", "none",
+        "--no-tasks", "--folds", "2", "--device", "cpu", "--quiet"]
+
+
+def _wall_time(out: Path, executor: str) -> float:
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "lusbench.cli", *GRID, "--out", str(out), "--executor", executor],
+                          capture_output=True, text=True, env={**os.environ, "CI": "1"}, timeout=900)
+    seconds = time.perf_counter() - started
+    assert done.returncode == 0, done.stderr[-2000:]
+    return seconds
+
+
+@pytest.mark.skipif(cpu_cores() < 2, reason="the process pool needs two cores to run two cells at once")
+def test_process_pool_against_local(benchmark, tmp_path):
+    times: dict[str, float] = {}
+
+    def both() -> None:
+        times["local"] = _wall_time(tmp_path / "local", "local")
+        times["process:2"] = _wall_time(tmp_path / "process", "process:2")
+
+    benchmark.pedantic(both, rounds=1, iterations=1)
+    ratio = times["process:2"] / times["local"]
+    benchmark.extra_info.update({"local_s": round(times["local"], 1), "process2_s": round(times["process:2"], 1),
+                                 "ratio": round(ratio, 3), "cells": 4, "cores": cpu_cores()})
+    print(f"\nexecutors, 4-cell quick grid: {benchmark.extra_info}")
+    assert ratio <= MAX_RATIO, f"process:2 took {ratio:.2f} of local's wall time"
