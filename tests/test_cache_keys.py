@@ -294,7 +294,7 @@ def test_editing_the_report_or_the_metrics_changes_no_training_key(tmp_path):
     _append_comment(tree / "evaluate" / "segmetrics.py")
     assert source_fingerprint(tree, TRAINING_CODE) == training
     assert source_fingerprint(tree, EVALUATION_CODE) != evaluation
-    for path in ("train/engine.py", "data/folds.py", "exec/grid.py"):
+    for path in ("train/engine.py", "data/folds.py", "exec/grid.py", "exec/cells.py"):
         _append_comment(tree / path)
         assert source_fingerprint(tree, TRAINING_CODE) != training, path
         training = source_fingerprint(tree, TRAINING_CODE)

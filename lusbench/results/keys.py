@@ -52,10 +52,11 @@ MANIFEST = "last_run"
 
 #: The lusbench source that decides a trained fold's weights, relative to the package: spec parsing and the
 #: registry (what object a spec builds), the data stage (the dataset class, confidence binarization, the folds),
-#: the whole training stage, and the grid (validation split, seeds, the stored 8-bit probabilities).
+#: the whole training stage, the grid (validation split, seeds, the stored 8-bit probabilities) and the cell a worker
+#: trains (threads, the training call).
 #: Not ``api/plugins.py`` or ``api/hookspecs.py`` (loading and hook declarations; which plugin serves a name is
 #: keyed by that plugin's own code), nor ``__init__.py`` (re-exports and the version number).
-TRAINING_CODE: tuple[str, ...] = ("api/specs.py", "api/registry.py", "data", "train", "exec/grid.py")
+TRAINING_CODE: tuple[str, ...] = ("api/specs.py", "api/registry.py", "data", "train", "exec/grid.py", "exec/cells.py")
 #: The lusbench source that turns stored probabilities into metrics and task results. The statistics, the
 #: leaderboard, ``check`` and the report read the records and are recomputed on every run, so they key nothing.
 EVALUATION_CODE: tuple[str, ...] = ("evaluate",)
