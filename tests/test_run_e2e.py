@@ -20,6 +20,8 @@ pytestmark = pytest.mark.slow
 # Small enough for CI (the quick preset's 60 patients at 32x32, but 2 folds of 1 epoch), and enough patients
 # for every downstream task to run.
 SMALL = ["--preset", "quick", "--folds", "2", "--epochs", "1"]
+# Only the strategies named: the reference strategy is not trained beside them, so fold counts are theirs alone.
+ALONE = ["--reference", "none"]
 
 
 def _run(tmp_path, name, *strategies, extra=()):
@@ -128,22 +130,22 @@ def test_same_seed_gives_identical_metrics(tmp_path):
 
 
 def test_rerun_trains_nothing_and_a_new_strategy_trains_only_itself(tmp_path):
-    first, proc = _run(tmp_path, "a", "threshold:0.6")
+    first, proc = _run(tmp_path, "a", "threshold:0.6", extra=ALONE)
     assert len(_trained(proc)) == 2
-    again, proc = _run(tmp_path, "a", "threshold:0.6")
+    again, proc = _run(tmp_path, "a", "threshold:0.6", extra=ALONE)
     assert _trained(proc) == [] and "reusing 2 of 2 trained folds" in proc.stderr
     assert _metrics(again) == _metrics(first)
-    grown, proc = _run(tmp_path, "a", "threshold:0.6", "soft")
+    grown, proc = _run(tmp_path, "a", "threshold:0.6", "soft", extra=ALONE)
     assert [line.split(":")[0].split("] ")[1] for line in _trained(proc)] == ["soft seed 0 fold 0", "soft seed 0 fold 1"]
     assert _metrics(grown)["threshold:0.6"] == _metrics(first)["threshold:0.6"]
-    forced, proc = _run(tmp_path, "a", "threshold:0.6", extra=["--force"])
+    forced, proc = _run(tmp_path, "a", "threshold:0.6", extra=["--force", *ALONE])
     assert len(_trained(proc)) == 2 and _metrics(forced)["threshold:0.6"] == _metrics(first)["threshold:0.6"]
 
 
 def test_killed_run_resumes_to_the_same_results(tmp_path):
-    reference, _ = _run(tmp_path, "uninterrupted", "threshold:0.6", "soft")
+    reference, _ = _run(tmp_path, "uninterrupted", "threshold:0.6", "soft", extra=ALONE)
     out = tmp_path / "killed"
-    args = ["run", *SMALL, "--strategy", "threshold:0.6", "--strategy", "soft", "--out", str(out)]
+    args = ["run", *SMALL, *ALONE, "--strategy", "threshold:0.6", "--strategy", "soft", "--out", str(out)]
     proc = subprocess.Popen([sys.executable, "-m", "lusbench.cli", *args], env={**os.environ, "CI": "1"},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     db = out / "results.sqlite"
@@ -161,7 +163,7 @@ def test_killed_run_resumes_to_the_same_results(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (out / "leaderboard.json").exists()
-    resumed, rerun = _run(tmp_path, "killed", "threshold:0.6", "soft")
+    resumed, rerun = _run(tmp_path, "killed", "threshold:0.6", "soft", extra=ALONE)
     assert "reusing" in rerun.stderr and len(_trained(rerun)) < 4
     assert _metrics(resumed) == _metrics(reference)
 
