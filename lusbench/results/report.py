@@ -3,7 +3,8 @@ assets) built from a leaderboard document, so it renders from a stored ``leaderb
 
 Figures: every main metric against the swept parameter of each strategy family (``threshold:t``, as the
 strategies declare it) with CI bands (the study's main figure), per-class Dice, a reliability diagram and the
-downstream task metrics per strategy; then the compact table and the full table of every metric.
+downstream task metrics per strategy; then, when given the JSON document of ``lusbench data sensitivity``
+(:func:`read_sensitivity`), its curve; then the compact table and the full table of every metric.
 """
 
 from __future__ import annotations
@@ -11,10 +12,14 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lusbench.errors import UserError
+from lusbench.evaluate.sensitivity import SCHEMA as SENSITIVITY_SCHEMA
 from lusbench.fileio import atomic_write_text
 from lusbench.results.render import (
     MARK_GLYPH,
@@ -35,6 +40,8 @@ MARK_COLOR = {"better": "#1a9850", "worse": "#d73027"}
 # Line and bar colours of the rows: no green and no red, which mean "significantly better/worse" (MARK_COLOR).
 # Grey comes last: the reliability diagram's diagonal is grey.
 ROW_COLORS = ("#2b5c8a", "#e08214", "#8073ac", "#17becf", "#8c510a", "#de77ae", "#000000", "#bcbd22", "#7f7f7f")
+#: Where ``lusbench report`` looks for a sensitivity document in the run directory when not given one.
+SENSITIVITY_FILE = "sensitivity.json"
 
 
 def sweep_families(doc: dict[str, Any]) -> dict[str, list[tuple[float, dict[str, Any]]]]:
@@ -233,6 +240,72 @@ def figure_downstream(doc: dict[str, Any]) -> Figure | None:
     return fig
 
 
+def read_sensitivity(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load the JSON document of ``lusbench data sensitivity --json``; UserError (one line naming the file) when it
+    is missing, not JSON, another kind of document, or lacks what its curve is drawn from."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path} does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path} is not readable JSON: {exc}") from None
+    schema = doc.get("schema") if isinstance(doc, dict) else None
+    if schema != SENSITIVITY_SCHEMA:
+        raise UserError(f"{path} is not a sensitivity document of `lusbench data sensitivity --json` "
+                        f"(schema {schema!r}, expected {SENSITIVITY_SCHEMA!r})")
+    problem = _sensitivity_problem(doc)
+    if problem:
+        raise UserError(f"{path} is not a complete sensitivity document: {problem}")
+    return doc
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _sensitivity_problem(doc: dict[str, Any]) -> str | None:
+    """What :func:`~lusbench.evaluate.sensitivity.sensitivity_figure` and the caption would miss, or None."""
+    for key in ("dataset", "reference", "interval"):
+        if not isinstance(doc.get(key), str):
+            return f"no '{key}' text"
+    if not isinstance(doc.get("patients"), int):
+        return "no 'patients' count"
+    metrics, levels = doc.get("metrics"), doc.get("levels")
+    if not isinstance(metrics, dict) or not all(isinstance(m, dict) and isinstance(m.get("headline"), bool)
+                                                and isinstance(m.get("higher_is_better"), bool) for m in metrics.values()):
+        return "'metrics' is not an object of metrics with 'headline' and 'higher_is_better'"
+    headline = [name for name, m in metrics.items() if m["headline"]]
+    if not headline:
+        return "no headline metric"
+    if not isinstance(levels, list) or not levels:
+        return "no 'levels'"
+    for i, row in enumerate(levels):
+        if not isinstance(row, dict) or not _is_number(row.get("dice")) or not isinstance(row.get("metrics"), dict):
+            return f"levels[{i}] has no 'dice' number and 'metrics' object"
+        for name in headline:
+            entry = row["metrics"].get(name)
+            if not isinstance(entry, dict) or not all(_is_number(entry.get(k)) for k in ("value", "low", "high")):
+                return f"levels[{i}] has no value, low and high of {name}"
+    return None
+
+
+def sensitivity_caption(sensitivity: dict[str, Any], doc: dict[str, Any]) -> str:
+    """What the curve shows, on which data, with the interval's unit as the sensitivity document records it."""
+    caption = (f"Each downstream task's headline metric against the Dice of the reference masks ({sensitivity['reference']}) "
+               f"degraded by missed findings, false-positive findings and boundary errors; dataset "
+               f"{sensitivity['dataset']}, {sensitivity['patients']} patients. Point: the task's cross-validated "
+               f"value; band: {sensitivity['interval']}. No model is trained: this is how far the tasks can tell a "
+               "better segmentation from a worse one at this number of patients.")
+    skipped = sensitivity.get("skipped") or {}
+    if isinstance(skipped, dict) and skipped:
+        caption += " Not run: " + "; ".join(f"{name} ({why})" for name, why in skipped.items()) + "."
+    run_dataset = (doc.get("config") or {}).get("dataset")
+    if run_dataset and run_dataset != sensitivity["dataset"]:
+        caption += f" This run's dataset is {run_dataset}, not the curve's."
+    return caption
+
+
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
 h1{font-size:1.6em}h2{margin-top:1.8em;border-bottom:1px solid #ddd;padding-bottom:.2em}
@@ -295,8 +368,8 @@ def _kv_table(mapping: dict[str, Any]) -> str:
     return "<table>" + "".join(f"<tr><td>{_esc(k)}</td><td>{_esc(v)}</td></tr>" for k, v in mapping.items()) + "</table>"
 
 
-def render_html(doc: dict[str, Any]) -> str:
-    """The whole report as one HTML string."""
+def render_html(doc: dict[str, Any], sensitivity: dict[str, Any] | None = None) -> str:
+    """The whole report as one HTML string; ``sensitivity`` (:func:`read_sensitivity`) adds its curve."""
     main = default_columns(doc)
     sections: list[str] = []
 
@@ -330,6 +403,17 @@ def render_html(doc: dict[str, Any]) -> str:
            "Mean and 95% CI (over patients, or seeds x CV repeats for tasks without stored predictions); "
            "green/red: significantly better/worse than the reference "
            "strategy; grey: label rows (the expert labels, the true masks).", "No downstream task metrics in this run.")
+    if sensitivity is not None:
+        import matplotlib.pyplot as plt
+
+        from lusbench.evaluate.sensitivity import sensitivity_figure
+
+        curve = sensitivity_figure(sensitivity)
+        try:
+            figure("Sensitivity of the downstream tasks to segmentation quality", curve,
+                   sensitivity_caption(sensitivity, doc), "")
+        finally:
+            plt.close(curve)  # sensitivity_figure draws through pyplot, which keeps every figure until closed
     sections.append(f"<h2>All metrics</h2>{full_table_html(doc)}")
     stats = doc.get("statistics") or {}
     sections.append(f"<h2>Run</h2><h3>Configuration</h3>{_kv_table(doc.get('config') or {})}"
@@ -345,6 +429,6 @@ def render_html(doc: dict[str, Any]) -> str:
     )
 
 
-def write_report(doc: dict[str, Any], path: str | os.PathLike[str]) -> None:
-    """Render ``doc`` and write it to ``path`` atomically."""
-    atomic_write_text(path, render_html(doc))
+def write_report(doc: dict[str, Any], path: str | os.PathLike[str], sensitivity: dict[str, Any] | None = None) -> None:
+    """Render ``doc`` (with the curve of ``sensitivity``, if given) and write it to ``path`` atomically."""
+    atomic_write_text(path, render_html(doc, sensitivity))
