@@ -1,4 +1,5 @@
-"""Atomic file writes: readers see either the old file or the complete new one, never a half-written file.
+"""Atomic file writes: readers see either the old file or the complete new one, never a half-written file; and
+reading a JSON document a user points at, with one-line errors.
 
 Every file lusbench writes (artifacts, leaderboards, reports, exported datasets, pictures) goes through here,
 so an interrupted command never leaves a truncated result behind.
@@ -7,6 +8,7 @@ so an interrupted command never leaves a truncated result behind.
 from __future__ import annotations
 
 import io
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -58,3 +60,14 @@ def _umask() -> int:
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def read_json(path: str | os.PathLike[str]) -> object:
+    """The JSON value in ``path``; UserError (one line naming the file) when it is missing or not readable JSON."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path} does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path} is not readable JSON: {exc}") from None

@@ -276,6 +276,8 @@ def _cell(m: dict[str, float]) -> str:
 def sensitivity_figure(doc: dict[str, Any], metrics: Sequence[str] | None = None) -> Figure:
     """One panel per metric (default: each task's headline metric): the metric with its interval against the
     achieved Dice. Takes the JSON document of :func:`run_sensitivity` (``--json``), so a report can draw it."""
+    import textwrap
+
     import matplotlib
     import numpy as np
 
@@ -294,8 +296,9 @@ def sensitivity_figure(doc: dict[str, Any], metrics: Sequence[str] | None = None
                      fontsize=9)
         ax.invert_xaxis()
         ax.grid(alpha=0.3)
-    fig.suptitle(f"{doc['dataset']}: {doc['reference']} degraded; {doc['patients']} patients; band: {doc['interval']}",
-                 fontsize=8)
+    title = f"{doc['dataset']}: {doc['reference']} degraded; {doc['patients']} patients; band: {doc['interval']}"
+    # Wrapped to the figure's width (about 16 characters an inch at 8 pt): one panel is narrower than the title.
+    fig.suptitle(textwrap.fill(title, int(16 * fig.get_figwidth())), fontsize=8)
     fig.tight_layout()
     return fig
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lusbench.errors import UserError
-from lusbench.fileio import atomic_write_text
+from lusbench.fileio import atomic_write_text, read_json
 
 # 3: the label rows are named labels:expert / labels:true and flagged "label_row" (they were reference:* rows
 # flagged "reference", a word now kept for the --reference strategy); a /2 document is upgraded on reading.
@@ -50,12 +50,7 @@ def write_leaderboard(doc: dict[str, Any], path: str | os.PathLike[str]) -> None
 def read_leaderboard(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Load a leaderboard JSON file; UserError (one line) when it is missing, unreadable or not a leaderboard."""
     path = Path(path)
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path} does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path} is not readable JSON: {exc}") from None
+    doc = read_json(path)
     if not isinstance(doc, dict) or not isinstance(doc.get("rows"), list) or not isinstance(doc.get("metrics"), list):
         raise UserError(f"{path} is not a lusbench leaderboard (no 'rows'/'metrics' lists)")
     return upgrade(doc)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from lusbench.errors import UserError
 from lusbench.evaluate.sensitivity import SCHEMA as SENSITIVITY_SCHEMA
-from lusbench.fileio import atomic_write_text
+from lusbench.fileio import atomic_write_text, read_json
 from lusbench.results.render import (
     MARK_GLYPH,
     cell_parts,
@@ -244,12 +243,7 @@ def read_sensitivity(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Load the JSON document of ``lusbench data sensitivity --json``; UserError (one line naming the file) when it
     is missing, not JSON, another kind of document, or lacks what its curve is drawn from."""
     path = Path(path)
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path} does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path} is not readable JSON: {exc}") from None
+    doc = read_json(path)
     schema = doc.get("schema") if isinstance(doc, dict) else None
     if schema != SENSITIVITY_SCHEMA:
         raise UserError(f"{path} is not a sensitivity document of `lusbench data sensitivity --json` "
