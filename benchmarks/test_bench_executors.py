@@ -2,9 +2,9 @@
 local`` and ``--executor process:2``, each a fresh ``lusbench run`` process into an empty run directory, so both
 pay the same start-up (imports, dataset, plan) and ``process`` also pays for starting its workers.
 
-``local`` trains one cell at a time with torch's default thread count (one per core); ``process:2`` trains two cells
-at a time with one thread each (cores // workers). The ratio (process wall time over local wall time) is asserted
-to be at most ``MAX_RATIO``; run it with nothing else on the machine:
+``local`` trains one cell at a time with one thread (``--threads``' default); ``process:2`` trains two cells at a
+time with one thread each (cores // workers), so both train bit-identical folds. The ratio (process wall time over
+local wall time) is asserted to be at most ``MAX_RATIO``; run it with nothing else on the machine:
 
     .venv/bin/pytest benchmarks/test_bench_executors.py --benchmark-only -s
 """

@@ -95,6 +95,27 @@ def test_a_bad_executor_is_one_line_and_exit_2_before_any_work(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_spec_error_stops_the_warming_workers_and_is_one_line(tmp_path):
+    # The pool starts warming up before the specs are resolved; a typo must still be one line and exit 2.
+    proc = run_cli(*CLI_GRID, "--strategy", "nosuch", "--out", str(tmp_path / "run"), "--executor", "process:2")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("lusbench run: error: --strategy 'nosuch': unknown") and \
+        len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_error_in_the_driver_terminates_the_pool_instead_of_waiting_for_its_work():
+    pool = ProcessExecutor("2")
+    with pytest.raises(KeyError), pool:
+        pool.prepare(time.sleep, 60)  # a warm-up that would hold each worker for a minute
+        while len(pool._pool._processes) < 2:
+            time.sleep(0.05)
+        workers = list(pool._pool._processes.values())
+        raise KeyError("a spec error in the driver")
+    # Stopped by SIGTERM, not exited after sleeping out the warm-up.
+    assert [w.exitcode for w in workers] == [-signal.SIGTERM] * 2
+
+
 def test_an_unreachable_dask_scheduler_is_one_line(tmp_path):
     pytest.importorskip("distributed")
     proc = run_cli(*CLI_GRID, "--strategy", "soft", "--out", str(tmp_path / "run"), "--executor", "dask:tcp://127.0.0.1:9")

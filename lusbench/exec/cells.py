@@ -70,7 +70,11 @@ def warm_up_config(plugins: Plugins, dataset_spec: str, model_spec: str, normali
 
 def warm_up(config: dict[str, Any]) -> None:
     """Build this worker's context for ``config`` (a :func:`warm_up_config`) and the model once (its library
-    imported), so that a worker spends its start-up while the driver is still preparing the run."""
+    imported), so that a worker spends its start-up while the driver is still preparing the run. Device ``auto``
+    is resolved here, as the driver resolves it for the cells."""
+    from lusbench.train import engine as training
+
+    config = {**config, "device": training.resolve_device(config["device"]).type}
     context = worker_context(config)
     context.plugins.models.create(config["model"]).build(context.images.shape[1], context.confidence.shape[1])
 

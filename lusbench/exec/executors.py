@@ -109,6 +109,7 @@ class ProcessExecutor(Executor):
         self.workers = _positive(workers, "process workers") if workers is not None else cpu_cores()
         self.name = f"process:{self.workers}"
         self._pool: Any = None
+        self._exiting: list[Any] = []  # pools whose cells are all done, shutting down
 
     def _started(self) -> Any:
         import multiprocessing
@@ -142,12 +143,27 @@ class ProcessExecutor(Executor):
         finally:
             for future in futures:
                 future.cancel()
+        # Every cell is in: the workers exit (tearing torch down takes a moment) while the driver evaluates; a later
+        # map starts a new pool.
+        self._exiting.append(self._pool)
+        self._pool = None
+        self._exiting[-1].shutdown(wait=False)
 
     def close(self) -> None:
         if self._pool is not None:
-            # Queued cells are cancelled; a cell already running finishes in its worker and is discarded.
+            # Not every cell came back (an error, Ctrl-C), or none was needed (all reused): nothing the workers are
+            # doing now would be kept, so stop them rather than wait for a cell or a warm-up to finish. Python 3.14
+            # names this; before, it is the pool's table of processes.
+            terminate = getattr(self._pool, "terminate_workers", None)
+            if terminate is not None:
+                terminate()
+            else:
+                for process in list((getattr(self._pool, "_processes", None) or {}).values()):
+                    process.terminate()
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+        while self._exiting:
+            self._exiting.pop().shutdown(wait=True)
 
 
 class DaskExecutor(Executor):

@@ -61,6 +61,18 @@ class Resolved:
     reference_added: bool = False
 
 
+def check_flags(plan: RunPlan) -> TrainConfig:
+    """The plan's numeric flags checked and its training settings made (no plugin called, nothing imported)."""
+    if not 0 < plan.eval_threshold <= 1:
+        raise UserError(f"--eval-threshold must be in (0, 1], got {plan.eval_threshold}")
+    if plan.folds < 2:
+        raise UserError(f"--folds must be at least 2, got {plan.folds}")
+    try:
+        return TrainConfig(**plan.train)  # refused now, not after the dataset is built
+    except TypeError as exc:
+        raise UserError(f"training settings: {exc}") from None
+
+
 def resolve(plan: RunPlan, plugins: Plugins) -> Resolved:
     """Check the flags and resolve every spec (the model last: it may import smp) before any heavy work,
     so a typo fails in a second, not after training."""
@@ -68,14 +80,7 @@ def resolve(plan: RunPlan, plugins: Plugins) -> Resolved:
     from lusbench.train.models import ModelBuilder
     from lusbench.train.strategy import LabelStrategy
 
-    if not 0 < plan.eval_threshold <= 1:
-        raise UserError(f"--eval-threshold must be in (0, 1], got {plan.eval_threshold}")
-    if plan.folds < 2:
-        raise UserError(f"--folds must be at least 2, got {plan.folds}")
-    try:
-        train_config = TrainConfig(**plan.train)  # refused now, not after the dataset is built
-    except TypeError as exc:
-        raise UserError(f"training settings: {exc}") from None
+    train_config = check_flags(plan)
     # A sweep A..B/STEP stands for several strategies; errors in one of them name the sweep it came from.
     strategies = [_make(plugins.strategies, spec, LabelStrategy, label)
                   for text in plan.strategies for spec, label in plugins.strategies.expand(text)]

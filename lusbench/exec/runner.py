@@ -20,7 +20,7 @@ from lusbench.evaluate.run_results import REFERENCE_EXPERT, REFERENCE_TRUE
 from lusbench.exec.cells import cell_base, warm_up, warm_up_config
 from lusbench.exec.executors import Executor, create_executor
 from lusbench.exec.grid import Grid
-from lusbench.exec.plan import Made, Resolved, RunPlan, resolve
+from lusbench.exec.plan import Made, Resolved, RunPlan, check_flags, resolve
 from lusbench.results.collect import collect_results
 from lusbench.results.keys import (
     MANIFEST,
@@ -60,18 +60,14 @@ def run(plan: RunPlan, plugins: Plugins, progress: Progress) -> dict[str, Any]:
 
 
 def _run(plan: RunPlan, plugins: Plugins, progress: Progress) -> dict[str, Any]:
-    resolved = resolve(plan, plugins)
-    # Before the dataset is built: a bad --executor (or an unreachable scheduler) fails in seconds.
+    train_config = check_flags(plan)
+    # Before the dataset is built: a bad --executor (or an unreachable scheduler) fails in seconds. The workers start
+    # warming up (imports, dataset) before the specs are resolved, because resolving imports the model's library in
+    # the driver too: seconds that would otherwise come before any worker starts. A spec error stops the workers.
     with create_executor(plan.executor, plugins) as executor:
-        executor.prepare(warm_up, warm_up_config(plugins, plan.dataset, plan.model, resolved.train_config.normalize,
-                                                 plan.device if plan.device != "auto" else _auto_device()))
+        executor.prepare(warm_up, warm_up_config(plugins, plan.dataset, plan.model, train_config.normalize, plan.device))
+        resolved = resolve(plan, plugins)
         return _run_with(plan, plugins, progress, resolved, executor)
-
-
-def _auto_device() -> str:
-    from lusbench.train import engine as training
-
-    return training.resolve_device("auto").type
 
 
 def _run_with(plan: RunPlan, plugins: Plugins, progress: Progress, resolved: Resolved, executor: Executor) -> dict[str, Any]:
