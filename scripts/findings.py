@@ -6,7 +6,8 @@
 
 Each protocol is one ``lusbench run`` with the default preset on the preset's dataset with ``protocol=...``
 (``raters=3`` for protocol raters), into ``runs/findings-<protocol>`` (a rerun reuses finished folds). The
-sensitivity curve is ``lusbench data sensitivity synthetic-lus`` (``runs/findings-sensitivity.json``). The
+sensitivity curve is ``lusbench data sensitivity synthetic-lus`` (``runs/findings-sensitivity.json``, its plot in
+``docs/img/findings-sensitivity.png``). The
 tables are the runs' leaderboards as markdown and the sensitivity command's table, pasted between the
 markers of docs/findings.md exactly as printed; a section without a finished run keeps its previous table.
 On a shared machine, run one protocol per command (wrapped in the machine's lock) so that other work can
@@ -59,12 +60,14 @@ def table(protocol: str) -> str | None:
 
 
 SENSITIVITY_JSON = ROOT / "runs" / "findings-sensitivity.json"
+SENSITIVITY_PNG = ROOT / "docs" / "img" / "findings-sensitivity.png"  # the curve, shown in docs/findings.md
 
 
 def sensitivity() -> None:
     SENSITIVITY_JSON.parent.mkdir(exist_ok=True)
-    subprocess.run([*LUSBENCH, "data", "sensitivity", "synthetic-lus", "--json", str(SENSITIVITY_JSON)], check=True,
-                   stdout=subprocess.DEVNULL)
+    SENSITIVITY_PNG.parent.mkdir(exist_ok=True)
+    subprocess.run([*LUSBENCH, "data", "sensitivity", "synthetic-lus", "--json", str(SENSITIVITY_JSON),
+                    "--out", str(SENSITIVITY_PNG)], check=True, stdout=subprocess.DEVNULL)
 
 
 def sensitivity_table() -> str | None:

@@ -24,7 +24,7 @@ class SyntheticConfig:
     """Parameters of the simulator. Units: depths and widths are fractions of the image height / width."""
 
     # Cohort
-    patients: int = _param(120, "number of patients", 1, 100_000)
+    patients: int = _param(300, "number of patients", 1, 100_000)
     visits: int = _param(2, "visits per patient (the S/F change class needs at least 2)", 1, 20)
     zones: int = _param(6, "lung zones scanned per visit, ordered from upper-anterior to lower-posterior", 1, 32)
     frames: int = _param(1, "frames per zone and visit", 1, 64)
