@@ -15,7 +15,7 @@ import pytest
 
 from lusbench.data.folds import patient_folds
 from lusbench.evaluate.metricdefs import MetricDef
-from lusbench.evaluate.run_results import REFERENCE_EXPERT, RunResults
+from lusbench.evaluate.run_results import LABELS_EXPERT, RunResults
 from lusbench.evaluate.segmetrics import segmentation_metric_defs
 from lusbench.results.leaderboard import build_leaderboard
 
@@ -33,16 +33,16 @@ def leaderboard_results() -> RunResults:
     n = len(frame_patient)
     strategies = [f"threshold:{0.3 + 0.02 * i:.2f}" for i in range(STRATEGIES)]
     results = RunResults(config={"seeds": list(range(SEEDS)), "folds": FOLDS}, environment={},
-                         metric_defs=[*defs, *tasks], frame_patient=frame_patient, rows=[*strategies, REFERENCE_EXPERT],
-                         seeds=list(range(SEEDS)), references={REFERENCE_EXPERT}, reference_strategy=strategies[10])
+                         metric_defs=[*defs, *tasks], frame_patient=frame_patient, rows=[*strategies, LABELS_EXPERT],
+                         seeds=list(range(SEEDS)), references={LABELS_EXPERT}, reference_strategy=strategies[10])
     true_names = [d.name for d in defs if d.name.startswith("true.")]
     reference = {name: rng.random(n) for name in true_names}
     for s in range(SEEDS):
         frame_fold = np.empty(n, dtype=np.int64)
         for f, frames in enumerate(patient_folds(frame_patient, FOLDS, s)):
             frame_fold[frames] = f
-        results.seg[(REFERENCE_EXPERT, s)] = reference
-        results.tasks[(REFERENCE_EXPERT, s)] = {d.name: rng.random(REPEATS).tolist() for d in tasks}
+        results.seg[(LABELS_EXPERT, s)] = reference
+        results.tasks[(LABELS_EXPERT, s)] = {d.name: rng.random(REPEATS).tolist() for d in tasks}
         for row in strategies:
             values = {d.name: rng.random(n) for d in defs}
             for v in values.values():

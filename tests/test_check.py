@@ -11,7 +11,7 @@ import pytest
 from test_stats import make_results
 
 from lusbench.errors import CannotCompareError, UserError
-from lusbench.evaluate.run_results import REFERENCE_TRUE
+from lusbench.evaluate.run_results import LABELS_TRUE
 from lusbench.results.check import (
     VERDICT_IMPROVED,
     VERDICT_MISSING,
@@ -84,7 +84,7 @@ def test_malformed_tolerances(bad):
 def test_unchanged_leaderboard_passes_and_skips_reference_rows(doc):
     lines = compare(doc, copy.deepcopy(doc)).lines
     assert {ln.verdict for ln in lines} <= {VERDICT_OK, VERDICT_NA}
-    assert REFERENCE_TRUE not in {ln.row for ln in lines}
+    assert LABELS_TRUE not in {ln.row for ln in lines}
     assert len(lines) == 6 * len(doc["metrics"])  # every (strategy, metric) of the baseline
 
 
@@ -218,7 +218,7 @@ def test_cli_new_strategies_are_noted_not_checked(files):
 
 def test_cli_reference_rows_never_fail(files):
     baseline, current = files
-    edit(current, lambda d: entry(d, REFERENCE_TRUE, "sf_ratio.mae").update(mean=1000.0))
+    edit(current, lambda d: entry(d, LABELS_TRUE, "sf_ratio.mae").update(mean=1000.0))
     assert check("--baseline", str(baseline), "--json", str(current)).returncode == 0
 
 

@@ -15,7 +15,7 @@ from test_stats import METRIC_DEFS, make_results
 
 from lusbench.errors import UserError
 from lusbench.evaluate.metricdefs import MetricDef
-from lusbench.evaluate.run_results import REFERENCE_EXPERT, REFERENCE_TRUE
+from lusbench.evaluate.run_results import LABELS_EXPERT, LABELS_TRUE
 from lusbench.results.document import SCHEMA, dumps, json_safe, read_leaderboard, write_leaderboard
 from lusbench.results.leaderboard import build_leaderboard
 from lusbench.results.render import fmt_value, render, select_columns
@@ -53,13 +53,13 @@ def test_document_has_the_design_schema(doc):
             if entry["mean"] is not None and entry["n"] >= 2:
                 assert entry["ci_low"] <= entry["mean"] <= entry["ci_high"]
     labels = [r["strategy"] for r in doc["rows"] if r["label_row"]]
-    assert labels == [REFERENCE_EXPERT, REFERENCE_TRUE] == ["labels:expert", "labels:true"]
+    assert labels == [LABELS_EXPERT, LABELS_TRUE] == ["labels:expert", "labels:true"]
     # Strictly JSON: no NaN anywhere.
     json.dumps(doc, allow_nan=False)
 
 
 def test_reference_rows_have_task_metrics_only_and_no_comparison_or_rank(doc):
-    ref = row(doc, REFERENCE_EXPERT)
+    ref = row(doc, LABELS_EXPERT)
     assert ref["metrics"]["dice"] == {"mean": None, "ci_low": None, "ci_high": None, "n": 0, "seeds": 0, "models": 0}
     assert ref["metrics"]["sf_ratio.mae"]["n"] == 5 and ref["seeds"] == [0]
     assert ref["comparison"] == {} and ref["rank"] == {}
@@ -93,7 +93,7 @@ def test_reference_override_and_absent_reference():
     assert all(r["comparison"] == {} for r in absent["rows"])
     assert row(absent, "threshold:0.6")["rank"]["dice"] == 1  # ranks do not need a reference
     with pytest.raises(ValueError, match="label row"):
-        build_leaderboard(results, reference=REFERENCE_TRUE)
+        build_leaderboard(results, reference=LABELS_TRUE)
     none = build_leaderboard(make_results(reference_strategy=None))
     assert none["reference_strategy"] is None and "no reference strategy" in none["comparison_note"]
 
@@ -126,7 +126,7 @@ def test_calibration_is_pooled_over_seeds():
     counts = np.sum([results.calibration[("soft", s)]["count"] for s in results.seeds], axis=0)
     assert pooled["count"] == pytest.approx(counts.tolist())
     assert len(pooled["bin_edges"]) == len(pooled["mean_prob"]) + 1
-    assert REFERENCE_EXPERT not in doc["calibration"]
+    assert LABELS_EXPERT not in doc["calibration"]
     results.calibration[("soft", 1)]["bin_edges"] = np.linspace(0, 1, 11)[::-1].tolist()
     with pytest.raises(ValueError, match="different edges cannot be pooled"):
         build_leaderboard(results)
@@ -177,7 +177,7 @@ def test_renderings(doc):
     rec = next(r for r in records if r["strategy"] == "threshold:0.6" and r["metric"] == "hd95")
     assert rec["mark"] == "better" and rec["higher_is_better"] == "false" and float(rec["mean"]) == pytest.approx(
         row(doc, "threshold:0.6")["metrics"]["hd95"]["mean"])
-    ref = next(r for r in records if r["strategy"] == REFERENCE_TRUE and r["metric"] == "dice")
+    ref = next(r for r in records if r["strategy"] == LABELS_TRUE and r["metric"] == "dice")
     assert ref["mean"] == "" and ref["n"] == "0" and ref["label_row"] == "true"
 
     assert json.loads(render(doc, "json")) == doc

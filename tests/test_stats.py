@@ -16,7 +16,7 @@ from scipy import stats as sps
 
 from lusbench.data.folds import patient_folds
 from lusbench.evaluate.metricdefs import MetricDef
-from lusbench.evaluate.run_results import REFERENCE_EXPERT, REFERENCE_TRUE, RunResults, TaskMetric
+from lusbench.evaluate.run_results import LABELS_EXPERT, LABELS_TRUE, RunResults, TaskMetric
 from lusbench.evaluate.stats import (
     EXACT_PERMUTATION_MAX_N,
     KIND_SEGMENTATION,
@@ -52,7 +52,7 @@ STRATEGIES = ("threshold:0.3", "threshold:0.5", "threshold:0.6", "threshold:0.8"
 DICE_EFFECT = {"threshold:0.3": -0.06, "threshold:0.5": 0.0, "threshold:0.6": 0.06, "threshold:0.8": 0.03,
                "soft": 0.0, "weighted": 0.0}
 SF_MAE_EFFECT = {"threshold:0.3": 3.0, "threshold:0.5": 0.0, "threshold:0.6": -6.0, "threshold:0.8": -2.0,
-                 "soft": 0.0, "weighted": 0.0, REFERENCE_EXPERT: -8.0, REFERENCE_TRUE: -12.0}
+                 "soft": 0.0, "weighted": 0.0, LABELS_EXPERT: -8.0, LABELS_TRUE: -12.0}
 AUROC_EFFECT = {"threshold:0.6": 0.05}
 
 METRIC_DEFS = [
@@ -82,14 +82,14 @@ def make_results(
     patient_effect = rng.normal(0, 0.08, n_patients)[np.repeat(np.arange(n_patients), frames)]
     class_absent = {c: rng.random(n) < (0.4 if c == "effusion" else 0.05) for c in CLASSES}
     repeat_effect = rng.normal(0, 3.0, (max(seeds) + 1, repeats))  # shared across rows: repeat r pairs
-    rows = [*strategies, REFERENCE_EXPERT, REFERENCE_TRUE]
+    rows = [*strategies, LABELS_EXPERT, LABELS_TRUE]
     results = RunResults(config=dict(CONFIG, seeds=list(seeds)), environment=dict(ENVIRONMENT), metric_defs=list(METRIC_DEFS),
                          frame_patient=frame_patient, rows=rows, seeds=list(seeds),
-                         references={REFERENCE_EXPERT, REFERENCE_TRUE}, reference_strategy=reference_strategy)
+                         references={LABELS_EXPERT, LABELS_TRUE}, reference_strategy=reference_strategy)
     edges = np.linspace(0, 1, 11)
     for row in rows:
         for s in seeds:
-            if row in (REFERENCE_EXPERT, REFERENCE_TRUE):
+            if row in (LABELS_EXPERT, LABELS_TRUE):
                 if s != seeds[0]:
                     continue  # reference rows train nothing: one seed, task metrics only
             else:
@@ -386,8 +386,8 @@ def test_units_and_seeds_follow_where_each_metric_is_reported(run_stats):
     assert (run_stats.unit["dice.effusion"], run_stats.kind["dice.effusion"]) == (UNIT_PATIENT, KIND_SEGMENTATION)
     assert (run_stats.unit["sf_ratio.mae"], run_stats.kind["sf_ratio.mae"]) == (UNIT_REPEAT, KIND_TASK)
     assert run_stats.seeds("soft", "dice") == [0, 1, 2]
-    assert run_stats.seeds(REFERENCE_EXPERT, "dice") == []
-    assert run_stats.seeds(REFERENCE_EXPERT, "sf_ratio.mae") == [0]
+    assert run_stats.seeds(LABELS_EXPERT, "dice") == []
+    assert run_stats.seeds(LABELS_EXPERT, "sf_ratio.mae") == [0]
 
 
 def test_segmentation_estimate_is_the_mean_of_the_finite_seed_patient_cells(run_stats):
@@ -406,7 +406,7 @@ def test_segmentation_estimate_is_the_mean_of_the_finite_seed_patient_cells(run_
     assert (n_seeds, est.n, est.models) == (3, 29, 9)  # 3 seeds x 3 folds trained models
     assert est.mean == pytest.approx(np.nanmean(cells))
     assert est.ci_low < est.mean < est.ci_high
-    empty, no_seeds = run_stats.estimate(REFERENCE_EXPERT, "dice")
+    empty, no_seeds = run_stats.estimate(LABELS_EXPERT, "dice")
     assert (empty.n, no_seeds) == (0, 0) and np.isnan(empty.mean)
 
 
@@ -415,7 +415,7 @@ def test_task_estimate_pools_seeds_and_repeats(run_stats):
     values = [v for s in (0, 1, 2) for v in run_stats.results.tasks[("soft", s)]["sf_ratio.mae"]]
     assert (est.n, n_seeds, est.models) == (15, 3, 9)
     assert est.mean == pytest.approx(np.mean(values))
-    ref, ref_seeds = run_stats.estimate(REFERENCE_TRUE, "sf_ratio.mae")
+    ref, ref_seeds = run_stats.estimate(LABELS_TRUE, "sf_ratio.mae")
     assert (ref.n, ref_seeds, ref.models) == (5, 1, 0)
 
 
@@ -434,9 +434,9 @@ def test_paired_comparisons_on_planted_data(run_stats):
 
 def test_comparison_with_a_row_that_trained_nothing_is_untestable(run_stats):
     # The reference rows have seed 0 only and no models: 5 repeats pair, but no model pair stands behind them.
-    result = run_stats.compare("soft", REFERENCE_EXPERT, "sf_ratio.mae")
+    result = run_stats.compare("soft", LABELS_EXPERT, "sf_ratio.mae")
     assert (result.n, result.models) == (5, 0) and np.isfinite(result.delta) and np.isnan(result.p_value)
-    assert run_stats.compare("soft", REFERENCE_EXPERT, "dice").n == 0
+    assert run_stats.compare("soft", LABELS_EXPERT, "dice").n == 0
 
 
 def test_folds_must_follow_patients_and_pair_across_rows():
@@ -471,7 +471,7 @@ def test_task_predictions_make_the_patient_the_unit():
     expected = np.mean([mae(y, p) for s in (0, 1) for p in results.task_predictions[("soft", s)]["sf-ratio"]["repeats"]])
     assert (est.n, n_seeds, est.models) == (20, 2, 6)
     assert est.mean == pytest.approx(expected) and est.ci_low < est.mean < est.ci_high
-    ref, _ = run.estimate(REFERENCE_TRUE, "sf_ratio.mae")
+    ref, _ = run.estimate(LABELS_TRUE, "sf_ratio.mae")
     assert (ref.n, ref.models) == (20, 0)
     result = run.compare("soft", "threshold:0.5", "sf_ratio.mae")
     soft_vs = run.estimate("soft", "sf_ratio.mae")[0].mean - run.estimate("threshold:0.5", "sf_ratio.mae")[0].mean

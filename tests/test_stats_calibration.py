@@ -19,7 +19,7 @@ from test_stats import auroc, batched_auroc, batched_mae, mae
 
 from lusbench.data.folds import patient_folds
 from lusbench.evaluate.metricdefs import MetricDef
-from lusbench.evaluate.run_results import REFERENCE_EXPERT, RunResults, TaskMetric
+from lusbench.evaluate.run_results import LABELS_EXPERT, RunResults, TaskMetric
 from lusbench.evaluate.stats import (
     ALPHA,
     MARK_BETTER,
@@ -65,15 +65,15 @@ def simulate_run(rng: np.random.Generator, *, seeds: int, folds: int, model_sd: 
     patient_effect = rng.normal(0, 0.08, patients)  # shared by both rows and every seed
     seed_list = list(range(seeds))
     results = RunResults(config={"seeds": seed_list, "folds": folds}, environment={}, metric_defs=list(METRIC_DEFS),
-                         frame_patient=frame_patient, rows=[BASELINE, STRATEGY, REFERENCE_EXPERT], seeds=seed_list,
-                         references={REFERENCE_EXPERT}, reference_strategy=BASELINE)
+                         frame_patient=frame_patient, rows=[BASELINE, STRATEGY, LABELS_EXPERT], seeds=seed_list,
+                         references={LABELS_EXPERT}, reference_strategy=BASELINE)
     # The expert labels against the true masks: no model, the same values at every seed.
     labels = np.clip(0.8 + patient_effect[patient_of_frame] + rng.normal(0, 0.05, n), 0, 1)
     for s in seed_list:
         fold_of_frame = np.empty(n, dtype=np.int64)
         for f, members in enumerate(patient_folds(frame_patient, folds, s)):
             fold_of_frame[members] = f
-        results.seg[(REFERENCE_EXPERT, s)] = {PRIMARY: labels}
+        results.seg[(LABELS_EXPERT, s)] = {PRIMARY: labels}
         for row in (BASELINE, STRATEGY):
             offset = rng.normal(0, model_sd, folds)[fold_of_frame]  # one offset per trained model
             patient_noise = rng.normal(0, 0.02, patients)[patient_of_frame]  # this model on this patient
@@ -113,7 +113,7 @@ def add_task_predictions(rng: np.random.Generator, results: RunResults, patient_
         splits_sf = grouped_splits(visit_patient, folds=TASK_FOLDS, repeats=TASK_REPEATS, seed=s)
         splits_re = stratified_splits(rng, readmitted)
         for row in results.rows:
-            trained = row != REFERENCE_EXPERT
+            trained = row != LABELS_EXPERT
             shift_sf = rng.normal(0, 15, folds)[model] if trained else np.zeros(n)
             shift_re = rng.normal(0, 0.5, folds)[model] if trained else np.zeros(n)
             better = gain if row == STRATEGY else 0.0
@@ -321,11 +321,11 @@ def test_auroc_interval_agrees_with_delong():
     score = rng.normal(0, 1, n) + 0.95 * y  # binormal, AUROC about 0.75
     patients = np.arange(n)
     results = RunResults(config={}, environment={}, metric_defs=[METRIC_DEFS[2]], frame_patient=patients,
-                         rows=[REFERENCE_EXPERT], seeds=[0], references={REFERENCE_EXPERT}, reference_strategy=None)
-    results.task_predictions[(REFERENCE_EXPERT, 0)] = {"readmission-30d": {
+                         rows=[LABELS_EXPERT], seeds=[0], references={LABELS_EXPERT}, reference_strategy=None)
+    results.task_predictions[(LABELS_EXPERT, 0)] = {"readmission-30d": {
         "patient": patients, "y_true": y, "kind": "classification", "repeats": [score], "folds": [np.zeros(n, int)]}}
     results.task_metrics["readmission_30d.auroc"] = TaskMetric("readmission-30d", auroc)
-    est, _ = RunStatistics(results).estimate(REFERENCE_EXPERT, "readmission_30d.auroc")
+    est, _ = RunStatistics(results).estimate(LABELS_EXPERT, "readmission_30d.auroc")
     auc, var = delong_variance(y, score)
     half = sps.norm.ppf(0.975) * np.sqrt(var)
     print(f"\nAUROC {auc:.3f}: bootstrap [{est.ci_low:.3f}, {est.ci_high:.3f}], DeLong [{auc - half:.3f}, {auc + half:.3f}]")

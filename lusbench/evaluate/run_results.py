@@ -17,8 +17,8 @@ from lusbench.evaluate.metricdefs import MetricDef
 # Names of the label rows: the expert labels and (synthetic data) the true masks scored and fed to the tasks as
 # if they were predictions, the floor and ceiling of the strategies (docs/architecture.md). "labels:", not
 # "reference:": the reference is the strategy given by --reference.
-REFERENCE_EXPERT = "labels:expert"
-REFERENCE_TRUE = "labels:true"
+LABELS_EXPERT = "labels:expert"
+LABELS_TRUE = "labels:true"
 
 
 class TaskPredictions(TypedDict):

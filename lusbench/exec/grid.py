@@ -16,7 +16,7 @@ import numpy as np
 
 from lusbench.data.confidence import binarize
 from lusbench.data.folds import patient_folds, patient_holdout
-from lusbench.evaluate.run_results import REFERENCE_EXPERT, REFERENCE_TRUE
+from lusbench.evaluate.run_results import LABELS_EXPERT, LABELS_TRUE
 from lusbench.exec.cells import CellContext, cell_label, driver_context, run_cell
 from lusbench.results.keys import RunKeys, describe_change
 from lusbench.results.store import RecordKey, ResultsStore
@@ -186,9 +186,9 @@ class Grid:
 
     def _reference_maps(self) -> dict[str, np.ndarray]:
         labels = binarize(self.dataset.confidence_float(), self.plan.eval_threshold).astype(np.float32)
-        maps = {REFERENCE_EXPERT: labels}
+        maps = {LABELS_EXPERT: labels}
         if self.dataset.true_masks is not None:
-            maps[REFERENCE_TRUE] = self.dataset.true_masks.astype(np.float32)
+            maps[LABELS_TRUE] = self.dataset.true_masks.astype(np.float32)
         return maps
 
     def run_tasks(self) -> None:
@@ -197,11 +197,11 @@ class Grid:
         self._reference_segmentation()
         references: dict[str, np.ndarray] | None = None
         for seed in self.plan.seeds:
-            for row in [s.name for s in self.strategies] + [REFERENCE_EXPERT, REFERENCE_TRUE]:
+            for row in [s.name for s in self.strategies] + [LABELS_EXPERT, LABELS_TRUE]:
                 missing = [t for t in self.tasks if not self._done(self.keys.task(row, seed, t.name), artifact=False)]
                 if not missing:
                     continue
-                if row in (REFERENCE_EXPERT, REFERENCE_TRUE):
+                if row in (LABELS_EXPERT, LABELS_TRUE):
                     references = references or self._reference_maps()
                     if row not in references:
                         continue
@@ -221,14 +221,14 @@ class Grid:
         """The expert labels scored against the true masks (``true.*``): how good the labels themselves are."""
         if self.dataset.true_masks is None:
             return
-        key = self.keys.cell(REFERENCE_EXPERT, -1, -1)
+        key = self.keys.cell(LABELS_EXPERT, -1, -1)
         if self._done(key, artifact=False):
             return
         import torch
 
         from lusbench.evaluate.segmetrics import frame_metrics
 
-        labels = torch.from_numpy(self._reference_maps()[REFERENCE_EXPERT])
+        labels = torch.from_numpy(self._reference_maps()[LABELS_EXPERT])
         confidence = torch.from_numpy(self.dataset.confidence_float())
         truth = torch.from_numpy(self.dataset.true_masks)
         metrics = frame_metrics(labels, confidence, truth, self.plan.eval_threshold, self.dataset.classes)

@@ -16,7 +16,7 @@ from lusbench.api.plugins import Plugins
 from lusbench.data.folds import patient_folds
 from lusbench.errors import UserError
 from lusbench.evaluate.metricdefs import MetricDef
-from lusbench.evaluate.run_results import REFERENCE_EXPERT, REFERENCE_TRUE
+from lusbench.evaluate.run_results import LABELS_EXPERT, LABELS_TRUE
 from lusbench.exec.cells import cell_base, warm_up, warm_up_config
 from lusbench.exec.executors import Executor, create_executor
 from lusbench.exec.grid import Grid
@@ -126,14 +126,14 @@ def _run_with(plan: RunPlan, plugins: Plugins, progress: Progress, resolved: Res
     }
     metric_defs = _metric_defs(dataset, [t.obj for t in runnable])
     primary = _primary_metric(plan, dataset, metric_defs)
-    rows = [s.name for s in strategies] + [REFERENCE_EXPERT] + ([REFERENCE_TRUE] if dataset.true_masks is not None else [])
+    rows = [s.name for s in strategies] + [LABELS_EXPERT] + ([LABELS_TRUE] if dataset.true_masks is not None else [])
     keys = _record_keys(plan, dataset, resolved, runnable, train_config, device, threads)
     manifest = {
         "config": config,
         "environment": environment,
         "keys": keys,
         "rows": rows,
-        "references": [REFERENCE_EXPERT, REFERENCE_TRUE],
+        "references": [LABELS_EXPERT, LABELS_TRUE],
         "reference_strategy": resolved.reference,
         "frame_patient": dataset.patient.tolist(),
         "classes": list(dataset.classes),
@@ -179,7 +179,7 @@ def _record_keys(plan: RunPlan, dataset: LUSDataset, resolved: Resolved, tasks: 
     runtime = runtime_parts(device, train_config.amp, threads)
     train = {s.obj.name: training_parts(data[training_fields(s.obj)], data_code, model, plugin_identity(s.obj, s.factory),
                                         settings, runtime, code) for s in resolved.strategies}
-    train.update({row: reference_parts(row, code) for row in (REFERENCE_EXPERT, REFERENCE_TRUE)})
+    train.update({row: reference_parts(row, code) for row in (LABELS_EXPERT, LABELS_TRUE)})
     evaluation = evaluation_parts(dataset, data_code, plan.eval_threshold)
     evaluation_key = short_hash(evaluation)
     task_keys = {t.obj.name: task_parts(evaluation_key, plugin_identity(t.obj, t.factory)) for t in tasks}
