@@ -62,15 +62,7 @@ def throughput(builder: Any, strategy: Any, size: int, batch: int, dtype: Any, d
                 target = (confidence[idx] >= 0.5).float()
                 with torch.autocast("cuda", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
                     logits = model(x)
-                loss = strategy.loss(logits.float(), target, None)
-                optimizer.zero_grad(set_to_none=True)
-                if scaler is None:
-                    loss.backward()
-                    optimizer.step()
-                else:
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
+                training.optimizer_step(strategy.loss(logits.float(), target, None), optimizer, scaler)
 
     rates = {}
     for name, fn in (("bare", bare), ("harness", harness)):

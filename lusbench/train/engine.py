@@ -133,6 +133,18 @@ def validation_usable(val_idx: np.ndarray, val_patients: int | None = None) -> b
     return len(val_idx) >= MIN_VALIDATION_FRAMES and (val_patients is None or val_patients >= MIN_VALIDATION_PATIENTS)
 
 
+def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:
+    """One optimisation step on ``loss``: backward and step, through fp16's gradient scaler when there is one."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+
 def train_model(builder: ModelBuilder, strategy: LabelStrategy, images: torch.Tensor, confidence: torch.Tensor,
                 train_idx: np.ndarray, val_idx: np.ndarray, config: TrainConfig, seed: int, device: torch.device,
                 on_epoch: Callable[[int, dict[str, float]], None] | None = None,
@@ -203,14 +215,7 @@ def train_model(builder: ModelBuilder, strategy: LabelStrategy, images: torch.Te
                 with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
                     logits = model(x)
                 loss = strategy.loss(logits.float(), target, weight)
-                optimizer.zero_grad(set_to_none=True)
-                if scaler is None:
-                    loss.backward()
-                    optimizer.step()
-                else:
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
+                optimizer_step(loss, optimizer, scaler)
                 scheduler.step()
                 total += loss.detach() * len(idx)
             train_loss = total.item() / len(train_t)  # .item() syncs once per epoch, not per step
