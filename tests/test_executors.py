@@ -3,7 +3,8 @@ each cell as it arrives, resume an interrupted grid, and survive a lost Dask wor
 a record.
 
 The training runs are real and tiny (12 patients at 32x32, 2 folds, 2 epochs); the worker processes are real
-(spawned, or a Dask LocalCluster on 127.0.0.1), which is what makes the slow ones slow: each worker imports torch.
+(forked from a fork server, or a Dask LocalCluster on 127.0.0.1), which is what makes the slow ones slow: a pool
+starts a fresh Python that imports torch.
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ def test_an_error_in_the_driver_terminates_the_pool_instead_of_waiting_for_its_w
     pool = ProcessExecutor("2")
     with pytest.raises(KeyError), pool:
         pool.prepare(time.sleep, 60)  # a warm-up that would hold each worker for a minute
-        while len(pool._pool._processes) < 2:
+        while pool._pool is None or len(pool._pool._processes) < 2:  # prepare starts the workers in a thread
             time.sleep(0.05)
         workers = list(pool._pool._processes.values())
         raise KeyError("a spec error in the driver")

@@ -1,4 +1,4 @@
-"""Executors: where the cells of a grid run. ``local`` (in the driver's process), ``process[:N]`` (a spawn pool of N
+"""Executors: where the cells of a grid run. ``local`` (in the driver's process), ``process[:N]`` (a pool of N
 worker processes on this machine), ``dask[:ADDRESS]`` (Dask distributed: a LocalCluster on 127.0.0.1, or the
 scheduler at ADDRESS), and any an outside plugin registers through the ``register_executors`` hook.
 
@@ -10,6 +10,8 @@ results store as it arrives, so progress and resume are the same whatever runs t
 from __future__ import annotations
 
 import os
+import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -102,36 +104,75 @@ def _init_worker() -> None:
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
+def _init_pool_worker(sys_path: list[str], environ: dict[str, str]) -> None:
+    # A worker forked from the fork server has the server's import path and environment, those of the moment it
+    # started (once per driver process): the driver's at the pool's start instead, as a spawned worker has them.
+    sys.path[:] = sys_path
+    os.environ.clear()
+    os.environ.update(environ)
+    _init_worker()
+
+
+# What the fork server imports once, so that its workers start with it imported instead of importing it each: torch,
+# the built-in models' library (smp; a run on another model pays for it once, in the server) and lusbench's cell code.
+FORKSERVER_PRELOAD = ["torch", "segmentation_models_pytorch", "lusbench.exec.cells", "lusbench.train.engine"]
+
+
+def _pool_context() -> Any:
+    """Fork server where the platform has one (a clean process, started from the driver before any CUDA call or
+    torch thread, that imports :data:`FORKSERVER_PRELOAD` and forks each worker), else spawn. Never a fork of the
+    driver itself: torch and fork do not mix."""
+    import multiprocessing
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    _init_worker()  # the server starts with the driver's environment and imports torch at once
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(FORKSERVER_PRELOAD)
+    return context
+
+
 class ProcessExecutor(Executor):
-    """A pool of ``workers`` spawned processes on this machine (spawn, not fork: torch and fork do not mix)."""
+    """A pool of ``workers`` processes on this machine, forked from a fork server (spawned where there is none)."""
 
     def __init__(self, workers: str | None = None) -> None:
         self.workers = _positive(workers, "process workers") if workers is not None else cpu_cores()
         self.name = f"process:{self.workers}"
         self._pool: Any = None
-        self._exiting: list[Any] = []  # pools whose cells are all done, shutting down
+        self._starting: threading.Thread | None = None  # prepare's, while it starts the workers
 
     def _started(self) -> Any:
-        import multiprocessing
+        if self._starting is not None:
+            self._starting.join()
+            self._starting = None
+        return self._pool_now()
+
+    def _pool_now(self) -> Any:
         from concurrent.futures import ProcessPoolExecutor
 
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_init_worker)
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=_pool_context(),
+                                             initializer=_init_pool_worker, initargs=(sys.path[:], dict(os.environ)))
         return self._pool
 
     def prepare(self, warm_up: Callable[[dict[str, Any]], None], config: dict[str, Any]) -> None:
-        # One warm-up per worker: each spawned process imports torch and builds its dataset (seconds) while the
-        # driver does the same, instead of after it.
-        pool = self._started()
-        for _ in range(self.workers):
-            pool.submit(warm_up, config)
+        # One warm-up per worker (its dataset built, its model made once) while the driver resolves the specs and
+        # builds its own dataset. In a thread: starting the first worker waits for the fork server to have imported
+        # torch (seconds), which the driver need not wait for. An error here is the cells' to meet again.
+        def start() -> None:
+            pool = self._pool_now()
+            for _ in range(self.workers):
+                pool.submit(warm_up, config)
+
+        self._starting = threading.Thread(target=start, name="lusbench-process-pool", daemon=True)
+        self._starting.start()
 
     def map(self, fn: CellFn, cells: Sequence[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         from concurrent.futures import as_completed
         from concurrent.futures.process import BrokenProcessPool
 
-        futures = [self._started().submit(fn, cell) for cell in cells]
+        pool = self._started()
+        futures = [pool.submit(fn, cell) for cell in cells]
         try:
             for future in as_completed(futures):
                 try:
@@ -143,27 +184,29 @@ class ProcessExecutor(Executor):
         finally:
             for future in futures:
                 future.cancel()
-        # Every cell is in: the workers exit (tearing torch down takes a moment) while the driver evaluates; a later
-        # map starts a new pool.
-        self._exiting.append(self._pool)
+        # Every cell is in and the workers are idle: stopped now rather than left to tear torch down on exit (a second
+        # or more at the end of the run); a later map starts a new pool.
+        self._stop_pool()
+
+    def _stop_pool(self) -> None:
+        # Python 3.14 names this; before, it is the pool's table of processes.
+        terminate = getattr(self._pool, "terminate_workers", None)
+        if terminate is not None:
+            terminate()
+        else:
+            for process in list((getattr(self._pool, "_processes", None) or {}).values()):
+                process.terminate()
+        self._pool.shutdown(wait=True, cancel_futures=True)
         self._pool = None
-        self._exiting[-1].shutdown(wait=False)
 
     def close(self) -> None:
+        if self._starting is not None:
+            self._starting.join()
+            self._starting = None
         if self._pool is not None:
             # Not every cell came back (an error, Ctrl-C), or none was needed (all reused): nothing the workers are
-            # doing now would be kept, so stop them rather than wait for a cell or a warm-up to finish. Python 3.14
-            # names this; before, it is the pool's table of processes.
-            terminate = getattr(self._pool, "terminate_workers", None)
-            if terminate is not None:
-                terminate()
-            else:
-                for process in list((getattr(self._pool, "_processes", None) or {}).values()):
-                    process.terminate()
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
-        while self._exiting:
-            self._exiting.pop().shutdown(wait=True)
+            # doing now would be kept, so stop them rather than wait for a cell or a warm-up to finish.
+            self._stop_pool()
 
 
 class DaskExecutor(Executor):
