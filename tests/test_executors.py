@@ -117,6 +117,27 @@ def test_an_error_in_the_driver_terminates_the_pool_instead_of_waiting_for_its_w
     assert [w.exitcode for w in workers] == [-signal.SIGTERM] * 2
 
 
+def test_the_fork_server_exits_once_the_last_cell_is_in():
+    from multiprocessing import forkserver
+
+    if "forkserver" not in __import__("multiprocessing").get_all_start_methods():
+        pytest.skip("no fork server on this platform: the workers are spawned")
+    with ProcessExecutor("2") as pool:
+        results = pool.map(abs, [-1, -2, -3])
+        first = next(results)
+        server = forkserver._forkserver._forkserver_pid
+        assert server is not None
+        assert sorted([first, *results]) == [1, 2, 3]
+        stopping = [t for t in threading.enumerate() if t.name == "lusbench-stop-fork-server"]
+        for thread in stopping:
+            thread.join(timeout=60)
+        # Reaped: it no longer holds the driver's stdout and stderr, and a later pool starts a new one.
+        assert stopping and forkserver._forkserver._forkserver_pid is None
+        with pytest.raises(ProcessLookupError):
+            os.kill(server, 0)
+        assert sorted(pool.map(abs, [-4, -5])) == [4, 5]
+
+
 def test_an_unreachable_dask_scheduler_is_one_line(tmp_path):
     pytest.importorskip("distributed")
     proc = run_cli(*CLI_GRID, "--strategy", "soft", "--out", str(tmp_path / "run"), "--executor", "dask:tcp://127.0.0.1:9")

@@ -132,6 +132,19 @@ def _pool_context() -> Any:
     return context
 
 
+def _stop_fork_server() -> None:
+    """Ask the fork server to exit, without waiting for it: having imported torch, it takes a second or more to exit,
+    and until it has, it holds the run's stdout and stderr open (a pipe reading them, as in CI, would wait for it
+    after the driver is done). Stopped now, it exits while the driver writes the results. A later pool starts a new
+    one. The standard library offers no public call for this; where its private one is missing, the server exits
+    with the driver, as it always does."""
+    from multiprocessing import forkserver
+
+    stop = getattr(getattr(forkserver, "_forkserver", None), "_stop", None)
+    if stop is not None:
+        threading.Thread(target=stop, name="lusbench-stop-fork-server", daemon=True).start()
+
+
 class ProcessExecutor(Executor):
     """A pool of ``workers`` processes on this machine, forked from a fork server (spawned where there is none)."""
 
@@ -198,6 +211,7 @@ class ProcessExecutor(Executor):
                 process.terminate()
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._pool = None
+        _stop_fork_server()
 
     def close(self) -> None:
         if self._starting is not None:
