@@ -6,10 +6,10 @@ optimizer steps on the same frames with the same model and loss (the strategy's 
 the harness does on top, and pays for here: the label strategy's targets per batch, on-device
 augmentation, the one-cycle schedule, deterministic kernels, a validation pass each epoch over a
 validation split a quarter the size of the training split, and keeping the best weights. What it does
-differently: its AdamW is the fused one (one kernel updates every parameter tensor), where the bare loop
-uses AdamW's default, a Python loop over the parameter tensors, as a plain loop is usually written; on
-this CPU the fused step takes about 5.6 ms against 12.6 ms for the 71 tensors of this U-Net, which is what
-pays for most of the validation pass.
+differently, where the bare loop does what a plain loop usually does: its AdamW is the fused one (one kernel
+updates every parameter tensor) instead of AdamW's default Python loop over the parameter tensors, and its model
+and batches are in channels_last memory format instead of NCHW (``test_bench_memory_format.py``); what these
+save pays for the validation pass (figures in docs/benchmarks.md).
 
 The ratio (harness img/s over bare img/s) is taken on this process's CPU time with torch on one thread,
 so that other jobs on a shared machine slow neither side's count; the wall-clock ratio is recorded too.

@@ -130,7 +130,7 @@ def test_early_stopping_selects_the_best_epoch_after_the_warm_up(data):
     assert len(val) - 1 - trained.best_epoch == 2
     assert not trained.model.training
     batches = torch.as_tensor(val_idx).split(8)
-    again = training._validation_loss(trained.model, strategy, images, flipped, None, batches, False, None, 0)
+    again = training._validation_loss(trained.model, strategy, images, flipped, None, batches, None, 0)
     assert again == pytest.approx(val[trained.best_epoch], rel=1e-5)
 
 
