@@ -118,9 +118,10 @@ def test_an_error_in_the_driver_terminates_the_pool_instead_of_waiting_for_its_w
 
 
 def test_the_fork_server_exits_once_the_last_cell_is_in():
+    import multiprocessing
     from multiprocessing import forkserver
 
-    if "forkserver" not in __import__("multiprocessing").get_all_start_methods():
+    if "forkserver" not in multiprocessing.get_all_start_methods():
         pytest.skip("no fork server on this platform: the workers are spawned")
     with ProcessExecutor("2") as pool:
         results = pool.map(abs, [-1, -2, -3])

@@ -145,6 +145,14 @@ def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler:
         scaler.update()
 
 
+def _forward(model: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    """fp32 logits of ``model`` on batch ``x``, given in channels_last (as the model is) and autocast to ``dtype`` when
+    set: the one forward pass of training, validation and prediction."""
+    x = x.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(x.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+        return model(x).float()
+
+
 def train_model(builder: ModelBuilder, strategy: LabelStrategy, images: torch.Tensor, confidence: torch.Tensor,
                 train_idx: np.ndarray, val_idx: np.ndarray, config: TrainConfig, seed: int, device: torch.device,
                 on_epoch: Callable[[int, dict[str, float]], None] | None = None,
@@ -209,10 +217,7 @@ def train_model(builder: ModelBuilder, strategy: LabelStrategy, images: torch.Te
                 if config.augment:
                     x, conf, batch_raters = augment_batch(x, conf, jitter, batch_raters)
                 target, weight = strategy_targets(strategy, conf, batch_raters, labels)
-                x = x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-                    logits = model(x)
-                loss = strategy.loss(logits.float(), target, weight)
+                loss = strategy.loss(_forward(model, x, dtype), target, weight)
                 optimizer_step(loss, optimizer, scaler)
                 scheduler.step()
                 total += loss.detach() * len(idx)
@@ -263,11 +268,9 @@ def _validation_loss(model: torch.nn.Module, strategy: LabelStrategy, images: to
     labels = torch.Generator(device=images.device).manual_seed(seed + 3)
     with torch.inference_mode():
         for idx in batches:
-            x = images[idx].contiguous(memory_format=torch.channels_last)
-            with torch.autocast(images.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-                logits = model(x)
+            logits = _forward(model, images[idx], dtype)
             target, weight = strategy_targets(strategy, confidence[idx], None if raters is None else raters[idx], labels)
-            total += strategy.loss(logits.float(), target, weight) * len(idx)
+            total += strategy.loss(logits, target, weight) * len(idx)
     return total.item() / sum(len(b) for b in batches)
 
 
@@ -279,10 +282,7 @@ def predict_probs(model: torch.nn.Module, images: torch.Tensor, idx: np.ndarray,
     out = []
     with torch.no_grad():
         for batch in torch.as_tensor(idx, dtype=torch.long, device=images.device).split(batch_size):
-            x = images[batch].contiguous(memory_format=torch.channels_last)
-            with torch.autocast(images.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-                logits = model(x)
-            out.append(torch.sigmoid(logits.float()).contiguous())
+            out.append(torch.sigmoid(_forward(model, images[batch], dtype)).contiguous())
     probs = torch.cat(out)
     if not torch.isfinite(probs).all():
         raise TrainingDiverged("the trained model predicts non-finite probabilities (NaN weights?)")
