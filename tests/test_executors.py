@@ -139,6 +139,36 @@ def test_the_fork_server_exits_once_the_last_cell_is_in():
         assert sorted(pool.map(abs, [-4, -5])) == [4, 5]
 
 
+class _InDriverElsewhere(LocalExecutor):
+    """Runs the cells in the driver but says they run elsewhere, as process and dask do; notes the driver's
+    torch thread count when the cells are handed over."""
+
+    in_process = False
+    threads_at_map: list[int] = []
+
+    def cell_threads(self, requested: int | None) -> int:
+        return 1
+
+    def map(self, fn, cells):
+        self.threads_at_map.append(torch.get_num_threads())
+        yield from super().map(fn, cells)
+
+
+def test_the_driver_evaluates_at_one_thread_while_workers_elsewhere_train(tmp_path, monkeypatch):
+    # The cores are the workers': a driver at its default thread count (one per core) would take cycles from them.
+    import lusbench.exec.runner as runner
+
+    monkeypatch.setattr(runner, "create_executor", lambda spec, plugins: _InDriverElsewhere())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        doc = run(_plan(tmp_path / "run", "elsewhere"), load_plugins(), Progress(quiet=True))
+    finally:
+        torch.set_num_threads(threads)
+    assert _InDriverElsewhere.threads_at_map == [1]
+    assert doc["environment"]["torch_threads"] == 1
+
+
 def test_an_unreachable_dask_scheduler_is_one_line(tmp_path):
     pytest.importorskip("distributed")
     proc = run_cli(*CLI_GRID, "--strategy", "soft", "--out", str(tmp_path / "run"), "--executor", "dask:tcp://127.0.0.1:9")
