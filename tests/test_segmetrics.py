@@ -8,7 +8,7 @@ import torch
 from scipy import ndimage
 
 from lusbench.evaluate import segmetrics
-from lusbench.evaluate.segmetrics import calibration_bins, frame_metrics, segmentation_metric_defs
+from lusbench.evaluate.segmetrics import calibration_bins, frame_metrics, segmentation_metric_defs, truth_metrics
 
 CLASSES = ("pleural_line", "b_lines")
 
@@ -41,6 +41,26 @@ def test_defs_and_keys_agree_and_are_lowercase():
             "true.hd95"} <= set(names)
     better = {d.name: d.higher_is_better for d in defs}
     assert better["dice"] and better["mt_dice"] and not better["hd95"] and not better["ece"] and not better["brier"]
+
+
+def test_truth_metrics_are_frame_metrics_true_part(monkeypatch):
+    # The expert labels' row is scored by truth_metrics alone; it must give what frame_metrics gives, chunked or not.
+    import lusbench.evaluate.segmetrics as segmetrics
+
+    gen = torch.Generator().manual_seed(5)
+    probs = torch.rand(7, 2, 16, 16, generator=gen)
+    truth = torch.rand(7, 2, 16, 16, generator=gen) > 0.6
+    truth[2] = False  # a frame without any true pixel: NaN or the diagonal, as in frame_metrics
+    whole = frame_metrics(probs, torch.rand(7, 2, 16, 16, generator=gen), truth, 0.5, CLASSES)
+    expected = {name: values for name, values in whole.items() if name.startswith("true.")}
+    for chunk in (segmetrics.CHUNK_ELEMENTS, 3 * 2 * 16 * 16):  # all frames at once, then 3 at a time
+        monkeypatch.setattr(segmetrics, "CHUNK_ELEMENTS", chunk)
+        got = truth_metrics(probs >= 0.5, truth, CLASSES)
+        assert list(got) == list(expected)
+        for name, values in expected.items():
+            np.testing.assert_array_equal(got[name], values, err_msg=name)
+    with pytest.raises(ValueError, match="do not match"):
+        truth_metrics(probs[:, :1] >= 0.5, truth, CLASSES)
 
 
 def test_perfect_prediction():

@@ -14,7 +14,7 @@ defined value for that frame (NaN) and is left out of the frame's mean over clas
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -93,18 +93,34 @@ def frame_metrics(probs: torch.Tensor, confidence: torch.Tensor, true_masks: tor
     ``confidence`` is ``(N, K, H, W)`` in [0, 1]; ``true_masks`` ``(N, K, H, W)`` bool or None; ``rater_masks``
     ``(N, R, K, H, W)`` bool or None. Keys and order are those of :func:`segmentation_metric_defs`.
     """
-    n, k, h, w = probs.shape
+    k, h, w = probs.shape[1:]
     if confidence.shape != probs.shape or (true_masks is not None and true_masks.shape != probs.shape):
         raise ValueError(f"probs, confidence and true_masks must share a shape, got {tuple(probs.shape)}, "
                          f"{tuple(confidence.shape)}, {None if true_masks is None else tuple(true_masks.shape)}")
     if k != len(classes):
         raise ValueError(f"probs have {k} classes but {len(classes)} class names were given")
-    step = max(1, CHUNK_ELEMENTS // (k * h * w))
-    parts = [
-        _chunk_metrics(probs[i:i + step], confidence[i:i + step], None if true_masks is None else true_masks[i:i + step],
-                       eval_threshold, classes, None if rater_masks is None else rater_masks[i:i + step])
-        for i in range(0, n, step)
-    ]
+    return _in_chunks(lambda p, c, t, r: _chunk_metrics(p, c, t, eval_threshold, classes, r), k * h * w, probs,
+                      confidence, true_masks, rater_masks)
+
+
+def truth_metrics(masks: torch.Tensor, true_masks: torch.Tensor, classes: Sequence[str]) -> dict[str, np.ndarray]:
+    """The ``true.*`` metrics of :func:`frame_metrics` alone, for binary ``masks`` ``(N, K, H, W)`` taken as the
+    prediction: what the expert labels' own row needs, without the distance transforms of the metrics it drops."""
+    k, h, w = masks.shape[1:]
+    if true_masks.shape != masks.shape or k != len(classes):
+        raise ValueError(f"masks {tuple(masks.shape)}, true_masks {tuple(true_masks.shape)} and {len(classes)} classes "
+                         "do not match")
+    return _in_chunks(lambda m, t: {name: v.numpy() for name, v in _truth_part(m.bool(), t, classes).items()},
+                      k * h * w, masks, true_masks)
+
+
+def _in_chunks(metrics: Callable[..., dict[str, np.ndarray]], frame_elements: int,
+               *tensors: torch.Tensor | None) -> dict[str, np.ndarray]:
+    """``metrics`` of the frames ``(N, ...)`` of ``tensors`` (None passed through), a chunk of frames at a time so
+    that the intermediate tensors stay near ``CHUNK_ELEMENTS``; the per-frame results concatenated."""
+    step = max(1, CHUNK_ELEMENTS // frame_elements)
+    n = next(t for t in tensors if t is not None).shape[0]
+    parts = [metrics(*(None if t is None else t[i:i + step] for t in tensors)) for i in range(0, n, step)]
     return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 
@@ -127,12 +143,18 @@ def _chunk_metrics(probs: torch.Tensor, confidence: torch.Tensor, true_masks: to
         per_rater = torch.stack([_overlap(pred, rater_masks[:, r].bool())[0] for r in range(rater_masks.shape[1])])
         _put(out, "rater.dice", per_rater.nanmean(0), classes)
     if true_masks is not None:
-        truth = true_masks.bool()
-        dice, iou = _overlap(pred, truth)
-        _put(out, "true.dice", dice, classes)
-        out["true.iou"] = _macro(iou)
-        out["true.hd95"] = _macro(hd95(pred, truth))
+        out.update(_truth_part(pred, true_masks, classes))
     return {name: value.numpy() for name, value in out.items()}
+
+
+def _truth_part(pred: torch.Tensor, true_masks: torch.Tensor, classes: Sequence[str]) -> dict[str, torch.Tensor]:
+    truth = true_masks.bool()
+    out: dict[str, torch.Tensor] = {}
+    dice, iou = _overlap(pred, truth)
+    _put(out, "true.dice", dice, classes)
+    out["true.iou"] = _macro(iou)
+    out["true.hd95"] = _macro(hd95(pred, truth))
+    return out
 
 
 def _put(out: dict[str, torch.Tensor], name: str, per_class: torch.Tensor, classes: Sequence[str]) -> None:

@@ -226,13 +226,11 @@ class Grid:
             return
         import torch
 
-        from lusbench.evaluate.segmetrics import frame_metrics
+        from lusbench.evaluate.segmetrics import truth_metrics
 
-        labels = torch.from_numpy(self._reference_maps()[LABELS_EXPERT])
-        confidence = torch.from_numpy(self.dataset.confidence_float())
-        truth = torch.from_numpy(self.dataset.true_masks)
-        metrics = frame_metrics(labels, confidence, truth, self.plan.eval_threshold, self.dataset.classes)
-        kept = {name: values.tolist() for name, values in metrics.items() if name.startswith("true.")}
-        self.store.put(key, {"frames": list(range(self.dataset.n_frames)), "metrics": kept}, self.environment,
-                       self.parts["evaluation"])
+        labels = torch.from_numpy(binarize(self.dataset.confidence_float(), self.plan.eval_threshold))
+        metrics = truth_metrics(labels, torch.from_numpy(self.dataset.true_masks), self.dataset.classes)
+        self.store.put(key, {"frames": list(range(self.dataset.n_frames)),
+                             "metrics": {name: values.tolist() for name, values in metrics.items()}},
+                       self.environment, self.parts["evaluation"])
 
